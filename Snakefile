@@ -1,0 +1,27 @@
+# joulebench: what LLM inference costs in energy and time, and how system choices change it.
+# The DAG, in order: model → precision variant → one benchmark per configuration → tables → plots.
+
+
+from snakemake.utils import min_version
+
+min_version("9.20")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/variants.smk"
+include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/plots.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

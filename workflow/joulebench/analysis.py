@@ -1,0 +1,109 @@
+"""Aggregation: result records → one tidy table of measurements → a summary with 95% CIs.
+
+Every table and figure downstream is a query over the tidy table; nothing loops over rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from joulebench.stats import t_quantile
+
+#: Columns that identify a configuration (a group in the summary).
+CONFIG_COLUMNS = [
+    "study",
+    "model",
+    "engine",
+    "precision",
+    "device",
+    "batch_size",
+    "input_len",
+    "output_len",
+    "config_id",
+    "config_hash",
+    "meter_source",
+]
+#: Columns that say which environment produced a result, kept so results can be grouped by it.
+ENV_COLUMNS = ["host", "gpu_name", "joulebench_version", "git_commit", "torch_version"]
+#: Metrics summarised over repetitions.
+METRICS = ["energy_j", "time_s", "j_per_token", "tokens_per_s", "avg_power_w", "j_per_request"]
+PHASES = ["prefill", "decode", "full"]
+
+
+def load_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
+    return [json.loads(Path(p).read_text()) for p in paths]
+
+
+def _gpu_name(record: dict[str, Any]) -> str | None:
+    gpus = record["provenance"].get("torch", {}).get("gpus")
+    return gpus[0] if gpus else None
+
+
+def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
+    """The tidy table: one row per configuration × repetition × phase."""
+    rows = []
+    for rec in records:
+        cfg, prov = rec["config"], rec["provenance"]
+        base = {k: cfg[k] for k in ("study", "model", "engine", "precision", "batch_size",
+                                    "input_len", "output_len")}
+        base |= {
+            "device": rec["engine"]["device"],
+            "config_id": rec["config_id"],
+            "config_hash": rec["config_hash"],
+            "meter_source": rec["meter"]["source"],
+            "peak_memory_bytes": rec["memory"]["bytes"],
+            "host": prov["host"]["hostname"],
+            "gpu_name": _gpu_name(rec),
+            "joulebench_version": prov["joulebench_version"],
+            "git_commit": prov["git"]["commit"],
+            "torch_version": prov["packages"].get("torch"),
+        }
+        for run in rec["runs"]:
+            rows.append(base | {k: run[k] for k in ("rep", "phase", "method", "time_s", "energy_j",
+                                                    "tokens", "input_tokens", "output_tokens",
+                                                    "window_repeats")})
+    if not rows:
+        raise ValueError("no result records to aggregate")
+    df = pl.DataFrame(rows, infer_schema_length=None)
+    return df.with_columns(
+        tokens_per_s=pl.col("tokens") / pl.col("time_s"),
+        j_per_token=pl.col("energy_j") / pl.col("tokens"),
+        avg_power_w=pl.col("energy_j") / pl.col("time_s"),
+        j_per_request=pl.col("energy_j") / pl.col("batch_size"),
+    ).sort([*CONFIG_COLUMNS[:8], "phase", "rep"])
+
+
+def summarize(tidy: pl.DataFrame, confidence: float = 0.95) -> pl.DataFrame:
+    """One row per configuration × phase: n, mean, std and CI bounds of every metric."""
+    keys = [*CONFIG_COLUMNS, "phase", "method"]
+    aggs: list[pl.Expr] = [pl.len().alias("n"), pl.col("peak_memory_bytes").max()]
+    aggs += [pl.col(c).first() for c in ENV_COLUMNS]
+    for m in METRICS:
+        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std")]
+    summary = tidy.group_by(keys).agg(aggs)
+    t_values = {n: t_quantile(0.5 + confidence / 2, n - 1) for n in summary["n"].unique() if n > 1}
+    t = pl.col("n").replace_strict(t_values, default=None, return_dtype=pl.Float64)
+    half = {m: t * pl.col(f"{m}_std") / pl.col("n").sqrt() for m in METRICS}
+    summary = summary.with_columns(
+        *[(pl.col(f"{m}_mean") - half[m]).alias(f"{m}_ci_low") for m in METRICS],
+        *[(pl.col(f"{m}_mean") + half[m]).alias(f"{m}_ci_high") for m in METRICS],
+        confidence=pl.lit(confidence),
+    )
+    metric_cols = [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
+    return summary.select(
+        [*keys, "n", *metric_cols, "peak_memory_bytes", "confidence", *ENV_COLUMNS]
+    ).sort([*CONFIG_COLUMNS[:8], pl.col("phase").replace_strict(PHASES, list(range(3)))])
+
+
+def meter_label(summary: pl.DataFrame) -> str:
+    """How figures name the energy source; an estimate is always called one."""
+    sources = sorted(set(summary["meter_source"].to_list()))
+    label = ", ".join(sources)
+    if "estimate" in sources:
+        label += " (modelled from CPU time, not measured)"
+    return label

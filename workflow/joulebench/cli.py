@@ -1,0 +1,215 @@
+"""Command-line interface: every workflow step can also be run by hand (e.g. on a GPU node)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from joulebench import __version__
+from joulebench.errors import JoulebenchError
+
+log = logging.getLogger("joulebench")
+
+
+def _default_measurement() -> dict[str, Any]:
+    from joulebench.config import _with_defaults, load_schema
+
+    schema = load_schema()["properties"]["measurement"]
+    return _with_defaults({}, schema)
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from joulebench import bench
+    from joulebench.atomic import write_json
+    from joulebench.config import BenchSpec
+
+    if args.spec_json:
+        spec = BenchSpec.from_dict(json.loads(args.spec_json))
+    else:
+        missing = [f for f in ("model", "precision") if getattr(args, f) is None]
+        if missing:
+            raise JoulebenchError(f"bench needs --spec-json or --{' --'.join(missing)}")
+        m = _default_measurement()
+        overrides = {
+            "meter": args.meter, "warmup_runs": args.warmup, "repetitions": args.repetitions,
+            "min_window_s": args.min_window_s,
+        }
+        m |= {k: v for k, v in overrides.items() if v is not None}
+        spec = BenchSpec(
+            study=args.study, model=args.model, engine=args.engine, precision=args.precision,
+            device=args.device, batch_size=args.batch_size, input_len=args.input_len,
+            output_len=args.output_len, measurement=m,
+        )
+    variant = json.loads(Path(args.variant).read_text()) if args.variant else None
+    record = bench.run(
+        spec, str(args.model_dir), variant, progress=not args.quiet, threads=args.threads
+    )
+    write_json(args.out, record)
+    _print_record_summary(record)
+    log.info("wrote %s", args.out)
+
+
+def _print_record_summary(record: dict[str, Any]) -> None:
+    from statistics import median
+
+    print(f"{record['config_id']}  (meter: {record['meter']['source']})")
+    for phase in ("prefill", "decode", "full"):
+        runs = [r for r in record["runs"] if r["phase"] == phase]
+        j_tok = median(r["energy_j"] / r["tokens"] for r in runs)
+        tps = median(r["tokens"] / r["time_s"] for r in runs)
+        print(f"  {phase:8s} median {j_tok:.4g} J/token  {tps:.4g} tokens/s  over {len(runs)} reps")
+
+
+def cmd_prepare_model(args: argparse.Namespace) -> None:
+    from joulebench import models
+
+    spec = json.loads(args.spec_json)
+    models.prepare(spec, Path(args.out))
+    log.info("model '%s' ready in %s", spec["name"], args.out)
+
+
+def cmd_variant(args: argparse.Namespace) -> None:
+    from joulebench.atomic import write_json
+    from joulebench.precisions import get_precision, variant_manifest
+
+    manifest = variant_manifest(Path(args.model_dir), get_precision(args.precision))
+    write_json(args.out, manifest)
+    log.info("variant %s: %s", args.precision, manifest["sizes"])
+
+
+def cmd_aggregate(args: argparse.Namespace) -> None:
+    from joulebench import analysis
+    from joulebench.atomic import write_with
+
+    records = analysis.load_records(args.records)
+    tidy = analysis.measurements(records)
+    summary = analysis.summarize(tidy, args.confidence)
+    write_with(args.measurements, tidy.write_parquet)
+    write_with(args.summary, summary.write_parquet)
+    write_with(args.summary_csv, summary.write_csv)
+    log.info("aggregated %d records into %d summary rows", len(records), summary.height)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    import polars as pl
+
+    from joulebench import plots
+
+    summary = pl.read_parquet(args.summary)
+    chart = plots.FIGURES[args.figure](summary)
+    for path in plots.save(chart, Path(args.out_stem)):
+        log.info("wrote %s", path)
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from joulebench import config
+
+    cfg = config.load(args.configfile)
+    specs = config.expand(cfg)
+    print(f"{args.configfile}: valid; {len(specs)} benchmark configurations")
+    for spec in specs:
+        print(f"  {spec.config_id}")
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    from joulebench.models import PRESETS
+
+    for name, arch in PRESETS.items():
+        print(f"{name:14s} {arch['model_type']:6s} hidden {arch['hidden_size']:5d}  "
+              f"layers {arch['num_hidden_layers']:3d}  vocab {arch['vocab_size']}")
+
+
+def cmd_provenance(args: argparse.Namespace) -> None:
+    record = json.loads(Path(args.record).read_text())
+    print(json.dumps({k: record.get(k) for k in ("config_id", "config_hash", "started_at",
+                                                  "finished_at", "meter", "provenance")},
+                     indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="joulebench", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"joulebench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("bench", help="run one benchmark configuration and write its record")
+    b.add_argument("--model-dir", required=True, type=Path, help="a Hugging Face model directory")
+    b.add_argument("--out", required=True, type=Path, help="where to write the record (JSON)")
+    b.add_argument("--spec-json", help="the whole configuration as JSON (what the workflow passes)")
+    b.add_argument("--variant", help="variant.json written by `joulebench variant`")
+    b.add_argument("--model", help="model name for the record (default: the directory name)")
+    b.add_argument("--study", default="manual")
+    b.add_argument("--engine", default="transformers", choices=["transformers"])
+    b.add_argument("--precision", help="fp32, fp16, bf16 or cpu-int8")
+    b.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    b.add_argument("--batch-size", type=int, default=1)
+    b.add_argument("--input-len", type=int, default=64)
+    b.add_argument("--output-len", type=int, default=64)
+    b.add_argument("--meter", choices=["auto", "nvml", "estimate"])
+    b.add_argument("--warmup", type=int)
+    b.add_argument("--repetitions", type=int)
+    b.add_argument("--min-window-s", type=float)
+    b.add_argument("--threads", type=int, help="CPU threads (used where the spec says 0 = all)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("prepare-model", help="synthesize, download or link one model")
+    p.add_argument("--spec-json", required=True, help="one `models:` entry as JSON")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare_model)
+
+    v = sub.add_parser("variant", help="describe a precision variant of a model (variant.json)")
+    v.add_argument("--model-dir", required=True)
+    v.add_argument("--precision", required=True)
+    v.add_argument("--out", required=True)
+    v.set_defaults(func=cmd_variant)
+
+    a = sub.add_parser("aggregate", help="records → tidy measurements + summary tables")
+    a.add_argument("records", nargs="+")
+    a.add_argument("--measurements", required=True)
+    a.add_argument("--summary", required=True)
+    a.add_argument("--summary-csv", required=True)
+    a.add_argument("--confidence", type=float, default=0.95)
+    a.set_defaults(func=cmd_aggregate)
+
+    f = sub.add_parser("plot", help="draw one figure from the summary table")
+    f.add_argument("figure", choices=["energy_per_token_vs_batch", "phase_energy_per_request"])
+    f.add_argument("--summary", required=True)
+    f.add_argument("--out-stem", required=True, help="output path without suffix")
+    f.set_defaults(func=cmd_plot)
+
+    c = sub.add_parser("validate", help="check a config file and list its configurations")
+    c.add_argument("configfile")
+    c.set_defaults(func=cmd_validate)
+
+    r = sub.add_parser("presets", help="list the synthetic architecture presets")
+    r.set_defaults(func=cmd_presets)
+
+    pv = sub.add_parser("provenance", help="print where a result record came from")
+    pv.add_argument("record")
+    pv.set_defaults(func=cmd_provenance)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "bench" and args.model is None and not args.spec_json:
+        args.model = args.model_dir.name
+    try:
+        args.func(args)
+    except JoulebenchError as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

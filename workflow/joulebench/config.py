@@ -1,0 +1,205 @@
+"""Study configuration: load, fill defaults, validate, and expand into one spec per benchmark job.
+
+This is the only place that turns ``config.yaml`` into the experiment matrix; the Snakefile and
+the CLI both call it, so a configuration value reaches the engine by one road.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from joulebench.errors import ConfigError
+from joulebench.models import PRESETS, architecture, check_local
+from joulebench.precisions import check_device, get_precision
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
+
+
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read and validate a config file; returns the config with every default filled in."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("configfile", f"file '{path}' does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    return validate(data, base_dir=path.parent)
+
+
+def validate(config: dict[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
+    """Check ``config`` against the schema and the rules the schema cannot say; fill defaults."""
+    if not isinstance(config, dict):
+        raise ConfigError("<top>", f"the config must be a mapping, got {type(config).__name__}")
+    schema = load_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise _schema_error(errors[0])
+    config = _with_defaults(copy.deepcopy(config), schema)
+    _check_semantics(config, base_dir or Path.cwd())
+    return config
+
+
+def _key(path: list[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top>"
+
+
+def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
+    path = list(err.absolute_path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        return ConfigError(
+            _key([*path, extra[0]]), f"unknown key; allowed here: {', '.join(allowed)}"
+        )
+    if err.validator == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        return ConfigError(_key([*path, missing]), "is required but missing")
+    if err.validator == "enum":
+        allowed = ", ".join(map(str, err.validator_value))
+        return ConfigError(_key(path), f"value {err.instance!r} is not allowed; allowed: {allowed}")
+    return ConfigError(_key(path), f"value {err.instance!r} is invalid: {err.message}")
+
+
+def _with_defaults(node: Any, schema: dict[str, Any]) -> Any:
+    """Fill ``default`` values from the schema into ``node`` (recursively, objects and arrays)."""
+    if isinstance(node, dict) and "properties" in schema:
+        for name, sub in schema["properties"].items():
+            if name not in node and "default" in sub:
+                node[name] = copy.deepcopy(sub["default"])
+            if name in node:
+                node[name] = _with_defaults(node[name], sub)
+    elif isinstance(node, list) and isinstance(schema.get("items"), dict):
+        return [_with_defaults(item, schema["items"]) for item in node]
+    return node
+
+
+def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
+    seen: set[str] = set()
+    for i, model in enumerate(config["models"]):
+        key = f"models[{i}]"
+        if model["name"] in seen:
+            raise ConfigError(f"{key}.name", f"duplicate model name '{model['name']}'")
+        seen.add(model["name"])
+        _check_model_source(model, key, base_dir)
+    for i, name in enumerate(config["precisions"]):
+        check_device(get_precision(name, f"precisions[{i}]"), config["device"], f"precisions[{i}]")
+    longest = max(config["input_lengths"]) + max(config["output_lengths"])
+    for i, model in enumerate(config["models"]):
+        context = _known_context(model)
+        if context is not None and longest > context:
+            raise ConfigError(
+                "output_lengths",
+                f"input {max(config['input_lengths'])} + output {max(config['output_lengths'])} "
+                f"tokens exceed the context of models[{i}] '{model['name']}' ({context})",
+            )
+
+
+_SOURCE_KEYS = {"synthetic": ("architecture",), "hub": ("repo", "revision"), "local": ("path",)}
+
+
+def _check_model_source(model: dict[str, Any], key: str, base_dir: Path) -> None:
+    source = model["source"]
+    for needed in _SOURCE_KEYS[source]:
+        if needed not in model:
+            raise ConfigError(f"{key}.{needed}", f"is required for source '{source}'")
+    for other, keys in _SOURCE_KEYS.items():
+        for k in keys:
+            if other != source and k in model and k not in _SOURCE_KEYS[source]:
+                raise ConfigError(f"{key}.{k}", f"only applies to source '{other}', not '{source}'")
+    if source == "synthetic":
+        architecture(model["architecture"], model.get("overrides"), key=f"{key}.architecture")
+    if source == "local":
+        path = Path(model["path"])
+        model["path"] = str(path if path.is_absolute() else (base_dir / path).resolve())
+        check_local(Path(model["path"]), key=f"{key}.path")
+
+
+def _known_context(model: dict[str, Any]) -> int | None:
+    if model["source"] == "synthetic":
+        arch = {**PRESETS[model["architecture"]], **(model.get("overrides") or {})}
+        return int(arch["max_position_embeddings"])
+    if model["source"] == "local":
+        from joulebench.models import max_context
+
+        return max_context(Path(model["path"]))
+    return None
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """Everything one benchmark job needs; its hash identifies the measurement."""
+
+    study: str
+    model: str
+    engine: str
+    precision: str
+    device: str
+    batch_size: int
+    input_len: int
+    output_len: int
+    measurement: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def point(self) -> str:
+        """The shape part of the job's name."""
+        return f"bs{self.batch_size}_in{self.input_len}_out{self.output_len}"
+
+    @property
+    def config_id(self) -> str:
+        return f"{self.model}/{self.precision}/{self.engine}/{self.point}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchSpec:
+        return cls(**data)
+
+
+def expand(config: dict[str, Any]) -> list[BenchSpec]:
+    """The experiment matrix: models × precisions × engines × batch × input × output lengths."""
+    specs = [
+        BenchSpec(
+            study=config["study"],
+            model=model["name"],
+            engine=engine,
+            precision=precision,
+            device=config["device"],
+            batch_size=batch,
+            input_len=inp,
+            output_len=out,
+            measurement=copy.deepcopy(config["measurement"]),
+        )
+        for model, precision, engine, batch, inp, out in itertools.product(
+            config["models"],
+            config["precisions"],
+            config["engines"],
+            config["batch_sizes"],
+            config["input_lengths"],
+            config["output_lengths"],
+        )
+    ]
+    if not specs:
+        raise ConfigError("<top>", "the experiment matrix is empty")
+    return specs
+
+
+def model_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The ``models:`` entry called ``name``."""
+    for model in config["models"]:
+        if model["name"] == name:
+            return model
+    raise ConfigError("models", f"no model named '{name}'")

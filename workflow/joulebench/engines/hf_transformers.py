@@ -1,0 +1,127 @@
+"""The Hugging Face transformers engine (CPU and CUDA), as the seed study used it."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import resource
+from typing import Any
+
+from joulebench.engines.base import GenerationError
+from joulebench.errors import ConfigError
+from joulebench.precisions import apply_transform, check_device, get_precision, torch_dtype
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``auto`` into ``cuda`` or ``cpu``; reject ``cuda`` where torch sees no GPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "'cuda' was asked for but torch sees no CUDA GPU in this job")
+    return device
+
+
+class TransformersEngine:
+    """transformers ``generate`` with greedy decoding and a fixed number of new tokens."""
+
+    name = "transformers"
+
+    def __init__(self, model_dir: str, precision: str, device: str, threads: int = 0) -> None:
+        self.model_dir = model_dir
+        self.precision = get_precision(precision)
+        self.device = resolve_device(device)
+        check_device(self.precision, self.device, key="precision")
+        self.threads = threads
+        self.model: Any = None
+        self.tokenizer: Any = None
+
+    def load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        log.info("loading %s as %s on %s", self.model_dir, self.precision.name, self.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_dir, dtype=torch_dtype(self.precision)
+        )
+        model = apply_transform(self.precision, model.to(self.device).eval())
+        self.model = model
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        self._gen = GenerationConfig(
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=pad,
+            eos_token_id=self.tokenizer.eos_token_id,
+            bos_token_id=self.tokenizer.bos_token_id,
+        )
+        self._configs: dict[int, Any] = {}
+
+    def make_inputs(self, batch_size: int, input_len: int, seed: int) -> dict[str, Any]:
+        import torch
+
+        vocab = min(len(self.tokenizer), self.model.config.vocab_size)
+        special = set(self.tokenizer.all_special_ids)
+        allowed = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
+        gen = torch.Generator().manual_seed(seed)
+        picks = torch.randint(0, len(allowed), (batch_size, input_len), generator=gen)
+        ids = allowed[picks].to(self.device)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    def generate(self, inputs: dict[str, Any], new_tokens: int) -> None:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, generation_config=self._config_for(new_tokens))
+        produced = out.shape[1] - inputs["input_ids"].shape[1]
+        if produced != new_tokens:
+            raise GenerationError(f"asked for {new_tokens} new tokens, got {produced}")
+        self.synchronize()
+
+    def _config_for(self, new_tokens: int) -> Any:
+        """A generation config that makes exactly ``new_tokens`` tokens (EOS cannot stop it)."""
+        if new_tokens not in self._configs:
+            cfg = copy.deepcopy(self._gen)
+            cfg.max_new_tokens = new_tokens
+            cfg.min_new_tokens = new_tokens
+            self._configs[new_tokens] = cfg
+        return self._configs[new_tokens]
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def reset_peak_memory(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_memory(self) -> dict[str, Any]:
+        if self.device == "cuda":
+            import torch
+
+            return {"bytes": int(torch.cuda.max_memory_allocated()), "kind": "cuda_max_allocated"}
+        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return {"bytes": int(rss_kib) * 1024, "kind": "process_peak_rss"}
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        return {
+            "engine": self.name,
+            "device": self.device,
+            "dtype": self.precision.dtype,
+            "transform": self.precision.kind,
+            "torch_threads": torch.get_num_threads(),
+            "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+        }

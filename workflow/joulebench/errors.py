@@ -1,0 +1,21 @@
+"""Errors joulebench raises on purpose; each message says what was wrong and what is allowed."""
+
+
+class JoulebenchError(Exception):
+    """Base class for errors that should reach the user as a one-line explanation."""
+
+
+class ConfigError(JoulebenchError):
+    """A configuration key holds a value that is not allowed."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(f"config key '{key}': {message}")
+
+
+class ModelSourceError(JoulebenchError):
+    """A model could not be prepared from its source (hub offline, missing directory, ...)."""
+
+
+class MeterError(JoulebenchError):
+    """An energy meter could not be used (missing hardware, permissions, ...)."""

@@ -1,0 +1,105 @@
+"""Figures as altair specs over the summary table, saved as interactive HTML and PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import polars as pl
+
+from joulebench.analysis import meter_label
+from joulebench.atomic import atomic_path
+
+#: One colour per precision, everywhere.
+PRECISION_COLOURS = {
+    "fp32": "#4c78a8",
+    "fp16": "#f58518",
+    "bf16": "#54a24b",
+    "cpu-int8": "#e45756",
+}
+PHASE_COLOURS = {"prefill": "#72b7b2", "decode": "#b279a2"}
+
+
+def _precision_scale(values: list[str]) -> alt.Scale:
+    domain = [p for p in PRECISION_COLOURS if p in values] + sorted(
+        v for v in values if v not in PRECISION_COLOURS
+    )
+    extra = ["#9d755d", "#bab0ac", "#eeca3b", "#ff9da6"]
+    colours = [PRECISION_COLOURS.get(p) or extra[i % len(extra)] for i, p in enumerate(domain)]
+    return alt.Scale(domain=domain, range=colours)
+
+
+def energy_per_token_vs_batch(summary: pl.DataFrame) -> alt.FacetChart:
+    """J/token against batch size, one line per precision, prefill and decode side by side."""
+    data = summary.filter(pl.col("phase").is_in(["prefill", "decode"])).with_columns(
+        shape=pl.format("in {} / out {}", "input_len", "output_len")
+    )
+    colour = alt.Color("precision:N", scale=_precision_scale(data["precision"].unique().to_list()))
+    x = alt.X("batch_size:Q", scale=alt.Scale(type="log", base=2), title="batch size")
+    base = alt.Chart().encode(x=x, color=colour, strokeDash=alt.StrokeDash("shape:N"))
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("j_per_token_mean:Q", scale=alt.Scale(type="log"), title="energy per token (J)"),
+        tooltip=["model", "precision", "engine", "batch_size", "input_len", "output_len",
+                 alt.Tooltip("j_per_token_mean:Q", format=".3g"),
+                 alt.Tooltip("tokens_per_s_mean:Q", format=".4g"), "n"],
+    )
+    bars = base.mark_errorbar().encode(y="j_per_token_ci_low:Q", y2="j_per_token_ci_high:Q")
+    return alt.layer(line, bars, data=data).facet(
+        column=alt.Column("phase:N", sort=["prefill", "decode"], title=None),
+        row=alt.Row("model:N", title=None),
+    ).properties(
+        title=alt.Title(
+            "Energy per token vs batch size (prefill: per input token, decode: per output token)",
+            subtitle=f"energy source: {meter_label(summary)}; error bars: "
+            f"{summary['confidence'][0]:.0%} CI over repetitions",
+        )
+    ).resolve_scale(y="independent")
+
+
+def phase_energy_per_request(summary: pl.DataFrame) -> alt.FacetChart:
+    """Prefill and decode energy per request, stacked, for every configuration."""
+    data = summary.filter(pl.col("phase").is_in(["prefill", "decode"])).with_columns(
+        configuration=pl.format(
+            "{} · bs {} · {}/{}", "precision", "batch_size", "input_len", "output_len"
+        )
+    )
+    order = data.sort(["precision", "batch_size", "input_len", "output_len"])["configuration"]
+    chart = alt.Chart(data).mark_bar().encode(
+        x=alt.X("configuration:N", sort=order.unique(maintain_order=True).to_list(), title=None),
+        y=alt.Y("j_per_request_mean:Q", stack="zero", title="energy per request (J)"),
+        color=alt.Color(
+            "phase:N",
+            scale=alt.Scale(domain=list(PHASE_COLOURS), range=list(PHASE_COLOURS.values())),
+            sort=["prefill", "decode"],
+        ),
+        order=alt.Order("phase_order:Q"),
+        tooltip=["model", "precision", "batch_size", "phase",
+                 alt.Tooltip("j_per_request_mean:Q", format=".3g"),
+                 alt.Tooltip("time_s_mean:Q", format=".3g")],
+    ).transform_calculate(phase_order="datum.phase == 'prefill' ? 0 : 1")
+    return chart.facet(column=alt.Column("model:N", title=None)).properties(
+        title=alt.Title(
+            "Prefill vs decode energy per request",
+            subtitle=f"energy source: {meter_label(summary)}; decode = full generate − prefill",
+        )
+    ).resolve_scale(x="independent")
+
+
+FIGURES = {
+    "energy_per_token_vs_batch": energy_per_token_vs_batch,
+    "phase_energy_per_request": phase_energy_per_request,
+}
+
+
+def save(chart: alt.TopLevelMixin, stem: Path) -> list[Path]:
+    """Write ``stem``.html (interactive) and ``stem``.png, each atomically."""
+    written = []
+    for suffix in (".html", ".png"):
+        target = stem.with_suffix(suffix)
+        with atomic_path(target) as tmp:
+            if suffix == ".png":
+                chart.save(tmp, format="png", scale_factor=2)
+            else:
+                chart.save(tmp, format="html")
+        written.append(target)
+    return written

@@ -1,0 +1,26 @@
+# Stage 4: every record → one tidy measurements table → a summary with confidence intervals.
+
+
+localrules:
+    aggregate,
+
+
+rule aggregate:
+    input:
+        records=all_records(),
+    output:
+        measurements="results/tables/measurements.parquet",
+        summary="results/tables/summary.parquet",
+        summary_csv=report(
+            "results/tables/summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/aggregate.log",
+    params:
+        confidence=CONFIG["analysis"]["confidence"],
+    shell:
+        "joulebench aggregate {input.records:q} --confidence {params.confidence}"
+        " --measurements {output.measurements:q} --summary {output.summary:q}"
+        " --summary-csv {output.summary_csv:q} > {log:q} 2>&1"

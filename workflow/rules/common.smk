@@ -1,0 +1,49 @@
+# Everything that is Python rather than rule: config validation, the experiment matrix,
+# wildcard constraints and the small input/params functions the rules use.
+import json
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from joulebench import config as jb_config
+from joulebench.errors import ConfigError
+from joulebench.plots import FIGURES
+
+try:
+    CONFIG = jb_config.validate(config)
+    SPECS = {spec.config_id: spec for spec in jb_config.expand(CONFIG)}
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration: {err}") from None
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9._-]+",
+    precision=r"[A-Za-z0-9._-]+",
+    engine=r"[A-Za-z0-9._-]+",
+    point=r"bs\d+_in\d+_out\d+",
+    figure="|".join(FIGURES),
+
+
+def model_spec_json(wildcards):
+    """The model's `models:` entry, as JSON for `joulebench prepare-model`."""
+    return json.dumps(jb_config.model_spec(CONFIG, wildcards.model), sort_keys=True)
+
+
+def bench_spec_json(wildcards):
+    """The whole configuration of one benchmark job, as JSON (params: edits rerun only it)."""
+    key = f"{wildcards.model}/{wildcards.precision}/{wildcards.engine}/{wildcards.point}"
+    return json.dumps(SPECS[key].to_dict(), sort_keys=True)
+
+
+def all_records():
+    return [f"results/records/{config_id}.json" for config_id in SPECS]
+
+
+def final_outputs():
+    plots = expand("results/plots/{figure}.{ext}", figure=FIGURES, ext=["html", "png"])
+    return [
+        "results/tables/measurements.parquet",
+        "results/tables/summary.parquet",
+        "results/tables/summary.csv",
+        *plots,
+    ]

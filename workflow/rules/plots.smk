@@ -1,0 +1,28 @@
+# Stage 5: figures as altair specs over the summary table, as interactive HTML and PNG.
+
+
+localrules:
+    plot,
+
+
+rule plot:
+    input:
+        "results/tables/summary.parquet",
+    output:
+        html=report(
+            "results/plots/{figure}.html",
+            caption="../report/figure.rst",
+            category="Figures",
+            labels={"figure": "{figure}", "format": "interactive"},
+        ),
+        png=report(
+            "results/plots/{figure}.png",
+            caption="../report/figure.rst",
+            category="Figures",
+            labels={"figure": "{figure}", "format": "image"},
+        ),
+    log:
+        "logs/plots/{figure}.log",
+    shell:
+        "joulebench plot {wildcards.figure} --summary {input:q}"
+        " --out-stem results/plots/{wildcards.figure} > {log:q} 2>&1"
