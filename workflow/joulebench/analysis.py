@@ -49,8 +49,18 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
     rows = []
     for rec in records:
         cfg, prov = rec["config"], rec["provenance"]
-        base = {k: cfg[k] for k in ("study", "model", "engine", "precision", "batch_size",
-                                    "input_len", "output_len")}
+        base = {
+            k: cfg[k]
+            for k in (
+                "study",
+                "model",
+                "engine",
+                "precision",
+                "batch_size",
+                "input_len",
+                "output_len",
+            )
+        }
         base |= {
             "device": rec["engine"]["device"],
             "config_id": rec["config_id"],
@@ -64,9 +74,23 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
             "torch_version": prov["packages"].get("torch"),
         }
         for run in rec["runs"]:
-            rows.append(base | {k: run[k] for k in ("rep", "phase", "method", "time_s", "energy_j",
-                                                    "tokens", "input_tokens", "output_tokens",
-                                                    "window_repeats")})
+            rows.append(
+                base
+                | {
+                    k: run[k]
+                    for k in (
+                        "rep",
+                        "phase",
+                        "method",
+                        "time_s",
+                        "energy_j",
+                        "tokens",
+                        "input_tokens",
+                        "output_tokens",
+                        "window_repeats",
+                    )
+                }
+            )
     if not rows:
         raise ValueError("no result records to aggregate")
     df = pl.DataFrame(rows, infer_schema_length=None)

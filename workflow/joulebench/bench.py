@@ -80,8 +80,12 @@ def run_phases(engine: Engine, meter: Meter, spec: BenchSpec, progress: bool = T
         engine.generate(inputs, n_out)
     rows: list[dict] = []
     for rep in tqdm(range(m["repetitions"]), desc=spec.config_id, disable=not progress):
-        prefill = measure(meter, f"prefill-{rep}", lambda: engine.generate(inputs, 1), m["min_window_s"])
-        full = measure(meter, f"full-{rep}", lambda: engine.generate(inputs, n_out), m["min_window_s"])
+        prefill = measure(
+            meter, f"prefill-{rep}", lambda: engine.generate(inputs, 1), m["min_window_s"]
+        )
+        full = measure(
+            meter, f"full-{rep}", lambda: engine.generate(inputs, n_out), m["min_window_s"]
+        )
         decode = Window(
             full.time_s - prefill.time_s,
             {d: full.energy_j[d] - prefill.energy_j.get(d, 0.0) for d in full.energy_j},

@@ -35,14 +35,22 @@ def cmd_bench(args: argparse.Namespace) -> None:
             raise JoulebenchError(f"bench needs --spec-json or --{' --'.join(missing)}")
         m = _default_measurement()
         overrides = {
-            "meter": args.meter, "warmup_runs": args.warmup, "repetitions": args.repetitions,
+            "meter": args.meter,
+            "warmup_runs": args.warmup,
+            "repetitions": args.repetitions,
             "min_window_s": args.min_window_s,
         }
         m |= {k: v for k, v in overrides.items() if v is not None}
         spec = BenchSpec(
-            study=args.study, model=args.model, engine=args.engine, precision=args.precision,
-            device=args.device, batch_size=args.batch_size, input_len=args.input_len,
-            output_len=args.output_len, measurement=m,
+            study=args.study,
+            model=args.model,
+            engine=args.engine,
+            precision=args.precision,
+            device=args.device,
+            batch_size=args.batch_size,
+            input_len=args.input_len,
+            output_len=args.output_len,
+            measurement=m,
         )
     variant = json.loads(Path(args.variant).read_text()) if args.variant else None
     record = bench.run(
@@ -119,15 +127,30 @@ def cmd_presets(args: argparse.Namespace) -> None:
     from joulebench.models import PRESETS
 
     for name, arch in PRESETS.items():
-        print(f"{name:14s} {arch['model_type']:6s} hidden {arch['hidden_size']:5d}  "
-              f"layers {arch['num_hidden_layers']:3d}  vocab {arch['vocab_size']}")
+        print(
+            f"{name:14s} {arch['model_type']:6s} hidden {arch['hidden_size']:5d}  "
+            f"layers {arch['num_hidden_layers']:3d}  vocab {arch['vocab_size']}"
+        )
 
 
 def cmd_provenance(args: argparse.Namespace) -> None:
     record = json.loads(Path(args.record).read_text())
-    print(json.dumps({k: record.get(k) for k in ("config_id", "config_hash", "started_at",
-                                                  "finished_at", "meter", "provenance")},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                k: record.get(k)
+                for k in (
+                    "config_id",
+                    "config_hash",
+                    "started_at",
+                    "finished_at",
+                    "meter",
+                    "provenance",
+                )
+            },
+            indent=2,
+        )
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

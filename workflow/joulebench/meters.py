@@ -7,6 +7,7 @@ time where no counter exists, and says so in every record.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -136,7 +137,9 @@ def _load_pynvml() -> ModuleType | None:
 def visible_gpu_uuids(nvml: ModuleType) -> list[str]:
     """UUIDs of the GPUs this process may use, in the framework's order (CUDA_VISIBLE_DEVICES)."""
     count = nvml.nvmlDeviceGetCount()
-    uuids = [_text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)]
+    uuids = [
+        _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)
+    ]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return uuids
@@ -218,7 +221,9 @@ class NvmlMeter:
             devices[name] = {
                 "uuid": self._uuids[name],
                 "name": _text(nvml.nvmlDeviceGetName(handle)),
-                "power_limit_w": _maybe(lambda h=handle: nvml.nvmlDeviceGetPowerManagementLimit(h) / 1000),
+                "power_limit_w": _maybe(
+                    lambda h=handle: nvml.nvmlDeviceGetPowerManagementLimit(h) / 1000
+                ),
             }
         return {
             "source": self.source,
@@ -228,10 +233,8 @@ class NvmlMeter:
         }
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(self._nvml.NVMLError):
             self._nvml.nvmlShutdown()
-        except self._nvml.NVMLError:
-            pass
 
 
 def _maybe(fn: Callable[[], Any]) -> Any:

@@ -104,7 +104,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-_SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+_SPECIAL_TOKENS = {
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "pad_token": "<pad>",
+    "unk_token": "<unk>",
+}
 
 
 def architecture(preset: str, overrides: dict[str, Any] | None = None, key: str = "") -> dict:
@@ -204,8 +209,14 @@ def synthesize(
     model.save_pretrained(tmp, safe_serialization=True)
     (tmp / "joulebench_source.json").write_text(
         json.dumps(
-            {"source": "synthetic", "architecture": preset, "overrides": overrides or {},
-             "seed": seed, "parameters": n_params, "tokenizer_vocab_size": vocab},
+            {
+                "source": "synthetic",
+                "architecture": preset,
+                "overrides": overrides or {},
+                "seed": seed,
+                "parameters": n_params,
+                "tokenizer_vocab_size": vocab,
+            },
             indent=2,
         )
     )

@@ -39,21 +39,38 @@ def energy_per_token_vs_batch(summary: pl.DataFrame) -> alt.FacetChart:
     base = alt.Chart().encode(x=x, color=colour, strokeDash=alt.StrokeDash("shape:N"))
     line = base.mark_line(point=True).encode(
         y=alt.Y("j_per_token_mean:Q", scale=alt.Scale(type="log"), title="energy per token (J)"),
-        tooltip=["model", "precision", "engine", "batch_size", "input_len", "output_len",
-                 alt.Tooltip("j_per_token_mean:Q", format=".3g"),
-                 alt.Tooltip("tokens_per_s_mean:Q", format=".4g"), "n"],
+        tooltip=[
+            "model",
+            "precision",
+            "engine",
+            "batch_size",
+            "input_len",
+            "output_len",
+            alt.Tooltip("j_per_token_mean:Q", format=".3g"),
+            alt.Tooltip("tokens_per_s_mean:Q", format=".4g"),
+            "n",
+        ],
     )
-    bars = base.mark_errorbar().encode(y="j_per_token_ci_low:Q", y2="j_per_token_ci_high:Q")
-    return alt.layer(line, bars, data=data).facet(
-        column=alt.Column("phase:N", sort=["prefill", "decode"], title=None),
-        row=alt.Row("model:N", title=None),
-    ).properties(
-        title=alt.Title(
-            "Energy per token vs batch size (prefill: per input token, decode: per output token)",
-            subtitle=f"energy source: {meter_label(summary)}; error bars: "
-            f"{summary['confidence'][0]:.0%} CI over repetitions",
+    bars = base.mark_errorbar().encode(
+        y=alt.Y("j_per_token_ci_low:Q", scale=alt.Scale(type="log"), title="energy per token (J)"),
+        y2="j_per_token_ci_high:Q",
+    )
+    return (
+        alt.layer(line, bars, data=data)
+        .facet(
+            column=alt.Column("phase:N", sort=["prefill", "decode"], title=None),
+            row=alt.Row("model:N", title=None),
         )
-    ).resolve_scale(y="independent")
+        .properties(
+            title=alt.Title(
+                "Energy per token vs batch size "
+                "(prefill: per input token; decode: per output token)",
+                subtitle=f"energy source: {meter_label(summary)}; error bars: "
+                f"{summary['confidence'][0]:.0%} CI over repetitions",
+            )
+        )
+        .resolve_scale(y="independent")
+    )
 
 
 def phase_energy_per_request(summary: pl.DataFrame) -> alt.FacetChart:
@@ -63,26 +80,49 @@ def phase_energy_per_request(summary: pl.DataFrame) -> alt.FacetChart:
             "{} · bs {} · {}/{}", "precision", "batch_size", "input_len", "output_len"
         )
     )
-    order = data.sort(["precision", "batch_size", "input_len", "output_len"])["configuration"]
-    chart = alt.Chart(data).mark_bar().encode(
-        x=alt.X("configuration:N", sort=order.unique(maintain_order=True).to_list(), title=None),
-        y=alt.Y("j_per_request_mean:Q", stack="zero", title="energy per request (J)"),
-        color=alt.Color(
-            "phase:N",
-            scale=alt.Scale(domain=list(PHASE_COLOURS), range=list(PHASE_COLOURS.values())),
-            sort=["prefill", "decode"],
-        ),
-        order=alt.Order("phase_order:Q"),
-        tooltip=["model", "precision", "batch_size", "phase",
-                 alt.Tooltip("j_per_request_mean:Q", format=".3g"),
-                 alt.Tooltip("time_s_mean:Q", format=".3g")],
-    ).transform_calculate(phase_order="datum.phase == 'prefill' ? 0 : 1")
-    return chart.facet(column=alt.Column("model:N", title=None)).properties(
-        title=alt.Title(
-            "Prefill vs decode energy per request",
-            subtitle=f"energy source: {meter_label(summary)}; decode = full generate − prefill",
+    rank = {p: i for i, p in enumerate(PRECISION_COLOURS)}
+    order = data.sort(
+        pl.col("precision").replace_strict(rank, default=len(rank)),
+        "precision",
+        "batch_size",
+        "input_len",
+        "output_len",
+    )["configuration"]
+    chart = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X(
+                "configuration:N", sort=order.unique(maintain_order=True).to_list(), title=None
+            ),
+            y=alt.Y("j_per_request_mean:Q", stack="zero", title="energy per request (J)"),
+            color=alt.Color(
+                "phase:N",
+                scale=alt.Scale(domain=list(PHASE_COLOURS), range=list(PHASE_COLOURS.values())),
+                sort=["prefill", "decode"],
+            ),
+            order=alt.Order("phase_order:Q"),
+            tooltip=[
+                "model",
+                "precision",
+                "batch_size",
+                "phase",
+                alt.Tooltip("j_per_request_mean:Q", format=".3g"),
+                alt.Tooltip("time_s_mean:Q", format=".3g"),
+            ],
         )
-    ).resolve_scale(x="independent")
+        .transform_calculate(phase_order="datum.phase == 'prefill' ? 0 : 1")
+    )
+    return (
+        chart.facet(column=alt.Column("model:N", title=None))
+        .properties(
+            title=alt.Title(
+                "Prefill vs decode energy per request",
+                subtitle=f"energy source: {meter_label(summary)}; decode = full generate − prefill",
+            )
+        )
+        .resolve_scale(x="independent")
+    )
 
 
 FIGURES = {

@@ -109,9 +109,7 @@ def weight_bytes(model_dir: Path, precision: Precision) -> dict[str, int]:
         model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(precision))
     n_params = sum(p.numel() for p in model.parameters())
     if precision.kind == "torch-dynamic-int8":
-        linear = sum(
-            m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
-        )
+        linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
         n_bytes = linear * 1 + (n_params - linear) * 4
     else:
         n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())

@@ -46,7 +46,9 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def package_versions(names: tuple[str, ...] | list[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
+def package_versions(
+    names: tuple[str, ...] | list[str] = TRACKED_PACKAGES,
+) -> dict[str, str | None]:
     """Installed versions of ``names``; None for a package that is not installed."""
     versions: dict[str, str | None] = {}
     for name in names:

@@ -20,7 +20,13 @@ rule aggregate:
         "logs/aggregate.log",
     params:
         confidence=CONFIG["analysis"]["confidence"],
-    shell:
-        "joulebench aggregate {input.records:q} --confidence {params.confidence}"
-        " --measurements {output.measurements:q} --summary {output.summary:q}"
-        " --summary-csv {output.summary_csv:q} > {log:q} 2>&1"
+    run:
+        joulebench(
+            "aggregate",
+            log[0],
+            *input.records,
+            confidence=params.confidence,
+            measurements=output.measurements,
+            summary=output.summary,
+            summary_csv=output.summary_csv,
+        )

@@ -12,9 +12,17 @@ rule benchmark:
         "logs/benchmark/{model}/{precision}/{engine}/{point}.log",
     benchmark:
         "results/benchmarks/benchmark/{model}/{precision}/{engine}/{point}.tsv"
+    threads: workflow.cores
     params:
         spec=bench_spec_json,
-    threads: workflow.cores
-    shell:
-        "joulebench bench --quiet --model-dir {input.model:q} --variant {input.variant:q}"
-        " --spec-json {params.spec:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+    run:
+        joulebench(
+            "bench",
+            log[0],
+            model_dir=input.model,
+            variant=input.variant,
+            spec_json=params.spec,
+            threads=threads,
+            out=output[0],
+            quiet=True,
+        )

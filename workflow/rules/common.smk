@@ -1,7 +1,9 @@
 # Everything that is Python rather than rule: config validation, the experiment matrix,
 # wildcard constraints and the small input/params functions the rules use.
 import json
-from pathlib import Path
+import shlex
+import subprocess
+import sys
 
 from snakemake.exceptions import WorkflowError
 
@@ -31,7 +33,9 @@ def model_spec_json(wildcards):
 
 def bench_spec_json(wildcards):
     """The whole configuration of one benchmark job, as JSON (params: edits rerun only it)."""
-    key = f"{wildcards.model}/{wildcards.precision}/{wildcards.engine}/{wildcards.point}"
+    key = (
+        f"{wildcards.model}/{wildcards.precision}/{wildcards.engine}/{wildcards.point}"
+    )
     return json.dumps(SPECS[key].to_dict(), sort_keys=True)
 
 
@@ -47,3 +51,30 @@ def final_outputs():
         "results/tables/summary.csv",
         *plots,
     ]
+
+
+def joulebench(command, log, *positional, **options):
+    """Run `joulebench COMMAND` as an argument list (no shell), its output into ``log``.
+
+    Options are written as flags (``model_dir=x`` → ``--model-dir x``; ``quiet=True`` →
+    ``--quiet``). Rules thus call the very command a user runs by hand, and no config string
+    ever reaches a shell.
+    """
+    args = [command, *map(str, positional)]
+    for name, value in options.items():
+        flag = f"--{name.replace('_', '-')}"
+        args += [flag] if value is True else [flag, str(value)]
+    with open(log, "w") as handle:
+        handle.write(f"$ joulebench {shlex.join(args)}\n")
+        handle.flush()
+        result = subprocess.run(
+            [sys.executable, "-m", "joulebench", *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    if result.returncode != 0:
+        with open(log) as handle:
+            tail = "".join(handle.readlines()[-20:])
+        raise WorkflowError(
+            f"joulebench {command} failed (exit {result.returncode}); end of {log}:\n{tail}"
+        )

@@ -9,8 +9,8 @@ rule prepare_model:
         "logs/models/{model}.log",
     benchmark:
         "results/benchmarks/models/{model}.tsv"
+    threads: 1
     params:
         spec=model_spec_json,
-    threads: 1
-    shell:
-        "joulebench prepare-model --spec-json {params.spec:q} --out {output:q} > {log:q} 2>&1"
+    run:
+        joulebench("prepare-model", log[0], spec_json=params.spec, out=output[0])

@@ -23,6 +23,13 @@ rule plot:
         ),
     log:
         "logs/plots/{figure}.log",
-    shell:
-        "joulebench plot {wildcards.figure} --summary {input:q}"
-        " --out-stem results/plots/{wildcards.figure} > {log:q} 2>&1"
+    params:
+        stem=lambda wildcards, output: output.html.removesuffix(".html"),
+    run:
+        joulebench(
+            "plot",
+            log[0],
+            wildcards.figure,
+            summary=input[0],
+            out_stem=params.stem,
+        )

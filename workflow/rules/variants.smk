@@ -13,6 +13,11 @@ rule describe_variant:
         "results/variants/{model}/{precision}.json",
     log:
         "logs/variants/{model}/{precision}.log",
-    shell:
-        "joulebench variant --model-dir {input.model:q} --precision {wildcards.precision:q}"
-        " --out {output:q} > {log:q} 2>&1"
+    run:
+        joulebench(
+            "variant",
+            log[0],
+            model_dir=input.model,
+            precision=wildcards.precision,
+            out=output[0],
+        )

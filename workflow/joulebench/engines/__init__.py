@@ -8,9 +8,7 @@ from joulebench.errors import ConfigError
 ENGINES = ("transformers",)
 
 
-def make_engine(
-    name: str, model_dir: str, precision: str, device: str, threads: int = 0
-) -> Engine:
+def make_engine(name: str, model_dir: str, precision: str, device: str, threads: int = 0) -> Engine:
     """Build (but do not load) the engine called ``name``; heavy imports happen in load()."""
     if name == "transformers":
         from joulebench.engines.hf_transformers import TransformersEngine
