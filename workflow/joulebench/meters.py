@@ -78,7 +78,9 @@ class CpuEstimateMeter:
     with ``n`` logical cores:  E = idle_w * t + (tdp_w - idle_w) * c / n.
     That is, power rises linearly from ``idle_w`` (nothing running) to ``tdp_w`` (every core busy),
     the same linear-in-load model CodeCarbon uses without RAPL. It is a model, not a measurement:
-    compare configurations with it, do not quote its joules as the machine's.
+    compare configurations with it, do not quote its joules as the machine's. Process CPU time
+    advances in clock ticks (10 ms), so keep windows well above that (``min_window_s``);
+    utilisation is capped at every core busy.
     """
 
     source = "estimate"
@@ -102,7 +104,7 @@ class CpuEstimateMeter:
     def end_window(self, key: str) -> Measurement:
         cpu_now = self._cpu_seconds()
         elapsed, cpu_start = self._windows.end(key)
-        busy = max(cpu_now - cpu_start, 0.0)
+        busy = min(max(cpu_now - cpu_start, 0.0), elapsed * self.cores)
         energy = self.idle_w * elapsed + (self.tdp_w - self.idle_w) * busy / self.cores
         return Measurement(elapsed, {"cpu": energy}, self.source)
 

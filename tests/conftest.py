@@ -1,0 +1,137 @@
+"""Shared fixtures: a tiny locally made model, a fake NVML module, hand-made records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: A model small enough to build in a second: two layers of the tiny-llama preset.
+TINY_OVERRIDES = {
+    "num_hidden_layers": 2,
+    "hidden_size": 128,
+    "intermediate_size": 344,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1024,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from joulebench.models import synthesize
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    return synthesize(out, "tiny-llama", TINY_OVERRIDES, seed=0, tokenizer_vocab_size=512)
+
+
+class FakeNVMLError(Exception):
+    pass
+
+
+class FakeNvml:
+    """A stand-in for the pynvml module: devices with energy counters the test controls."""
+
+    NVMLError = FakeNVMLError
+
+    def __init__(
+        self, uuids: list[str], energy_mj: list[int] | None = None, counter: bool = True
+    ) -> None:
+        self.uuids = uuids
+        self.energy_mj = list(energy_mj or [0] * len(uuids))
+        self.counter = counter
+        self.reads = 0
+        self.shutdown = False
+
+    def nvmlInit(self) -> None: ...
+    def nvmlShutdown(self) -> None:
+        self.shutdown = True
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self.uuids)
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> Any:
+        return SimpleNamespace(index=i)
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any:
+        return SimpleNamespace(index=self.uuids.index(uuid))
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        return self.uuids[handle.index]
+
+    def nvmlDeviceGetName(self, handle: Any) -> str:
+        return "Fake H100"
+
+    def nvmlDeviceGetPowerManagementLimit(self, handle: Any) -> int:
+        return 700_000
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "999.1"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        if not self.counter:
+            raise FakeNVMLError("Not Supported")
+        self.reads += 1
+        return self.energy_mj[handle.index]
+
+
+@pytest.fixture
+def fake_nvml() -> FakeNvml:
+    return FakeNvml(["GPU-aaaa-0000", "GPU-bbbb-1111"], [1_000_000, 5_000_000])
+
+
+def make_record(
+    precision: str, batch: int, reps: list[dict[str, float]], source: str = "estimate"
+) -> dict[str, Any]:
+    """A minimal result record; ``reps`` hold prefill/full energy and time per repetition."""
+    runs = []
+    n_in, n_out = 16, 8
+    for i, r in enumerate(reps):
+        for phase, e, t, tok in (
+            ("prefill", r["pe"], r["pt"], batch * n_in),
+            ("full", r["fe"], r["ft"], batch * n_out),
+            ("decode", r["fe"] - r["pe"], r["ft"] - r["pt"], batch * (n_out - 1)),
+        ):
+            runs.append(
+                {
+                    "rep": i,
+                    "phase": phase,
+                    "method": "x",
+                    "time_s": t,
+                    "energy_j": e,
+                    "tokens": tok,
+                    "input_tokens": 0,
+                    "output_tokens": 0,
+                    "window_repeats": 1,
+                }
+            )
+    cfg = {
+        "study": "s",
+        "model": "m",
+        "engine": "transformers",
+        "precision": precision,
+        "device": "cpu",
+        "batch_size": batch,
+        "input_len": n_in,
+        "output_len": n_out,
+    }
+    return {
+        "config": cfg,
+        "config_id": f"m/{precision}/transformers/bs{batch}_in{n_in}_out{n_out}",
+        "config_hash": f"h{precision}{batch}",
+        "engine": {"device": "cpu"},
+        "meter": {"source": source},
+        "memory": {"bytes": 1000, "kind": "process_peak_rss"},
+        "runs": runs,
+        "provenance": {
+            "host": {"hostname": "h"},
+            "torch": {},
+            "joulebench_version": "0",
+            "git": {"commit": "abc"},
+            "packages": {"torch": "2"},
+        },
+    }

@@ -1,0 +1,74 @@
+"""Aggregation math on hand-made records with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+import pytest
+from conftest import make_record
+from joulebench import analysis
+
+REPS = [
+    {"pe": 1.0, "pt": 0.1, "fe": 11.0, "ft": 1.1},
+    {"pe": 2.0, "pt": 0.2, "fe": 14.0, "ft": 1.4},
+    {"pe": 3.0, "pt": 0.3, "fe": 17.0, "ft": 1.7},
+]
+
+
+@pytest.fixture
+def tidy() -> pl.DataFrame:
+    return analysis.measurements([make_record("fp32", 2, REPS), make_record("bf16", 8, REPS[:2])])
+
+
+def test_tidy_has_a_row_per_config_rep_phase(tidy: pl.DataFrame) -> None:
+    assert tidy.height == 3 * 3 + 2 * 3
+    assert set(tidy["phase"]) == {"prefill", "decode", "full"}
+    row = tidy.filter(precision="fp32", rep=1, phase="decode").row(0, named=True)
+    assert row["energy_j"] == 12.0
+    assert row["tokens"] == 2 * 7
+    assert row["j_per_token"] == pytest.approx(12.0 / 14)
+    assert row["tokens_per_s"] == pytest.approx(14 / 1.2)
+    assert row["avg_power_w"] == pytest.approx(10.0)
+    assert row["j_per_request"] == 6.0
+    assert row["meter_source"] == "estimate"
+    assert row["git_commit"] == "abc"
+
+
+def test_summary_mean_std_and_ci(tidy: pl.DataFrame) -> None:
+    summary = analysis.summarize(tidy, confidence=0.95)
+    assert summary.height == 2 * 3
+    row = summary.filter(precision="fp32", phase="prefill").row(0, named=True)
+    assert row["n"] == 3
+    assert row["energy_j_mean"] == pytest.approx(2.0)
+    assert row["energy_j_std"] == pytest.approx(1.0)
+    half = 4.302653 * 1.0 / math.sqrt(3)
+    assert row["energy_j_ci_low"] == pytest.approx(2.0 - half, rel=1e-5)
+    assert row["energy_j_ci_high"] == pytest.approx(2.0 + half, rel=1e-5)
+    two = summary.filter(precision="bf16", phase="full").row(0, named=True)
+    assert two["n"] == 2
+    assert two["energy_j_ci_high"] - two["energy_j_mean"] == pytest.approx(
+        12.7062 * two["energy_j_std"] / math.sqrt(2), rel=1e-4
+    )
+
+
+def test_summary_keeps_environment_columns(tidy: pl.DataFrame) -> None:
+    summary = analysis.summarize(tidy)
+    for col in [*analysis.ENV_COLUMNS, "config_hash", "meter_source", "peak_memory_bytes"]:
+        assert col in summary.columns
+
+
+def test_summary_is_in_phase_order(tidy: pl.DataFrame) -> None:
+    phases = analysis.summarize(tidy).filter(precision="fp32")["phase"].to_list()
+    assert phases == ["prefill", "decode", "full"]
+
+
+def test_meter_label_marks_estimates() -> None:
+    df = pl.DataFrame({"meter_source": ["estimate", "nvml"]})
+    assert "not measured" in analysis.meter_label(df)
+    assert analysis.meter_label(pl.DataFrame({"meter_source": ["nvml"]})) == "nvml"
+
+
+def test_no_records_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no result records"):
+        analysis.measurements([])

@@ -1,0 +1,106 @@
+"""The CLI a user runs by hand on a GPU node: the same code the workflow calls."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from joulebench.cli import main
+
+
+def test_bench_help_lists_the_configuration_flags() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "joulebench", "bench", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for flag in (
+        "--model-dir",
+        "--precision",
+        "--batch-size",
+        "--input-len",
+        "--output-len",
+        "--device",
+        "--meter",
+        "--repetitions",
+        "--min-window-s",
+        "--spec-json",
+    ):
+        assert flag in out
+
+
+def test_bench_by_hand_writes_a_record_with_provenance(
+    tiny_model: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "rec.json"
+    rc = main(
+        [
+            "bench",
+            "--model-dir",
+            str(tiny_model),
+            "--precision",
+            "fp32",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+            "--input-len",
+            "8",
+            "--output-len",
+            "4",
+            "--warmup",
+            "1",
+            "--repetitions",
+            "2",
+            "--min-window-s",
+            "0.05",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert rc == 0
+    rec = json.loads(out.read_text())
+    assert rec["status"] == "ok"
+    assert rec["config"]["model"] == "tiny"
+    assert rec["meter"]["source"] == "estimate"
+    assert len(rec["runs"]) == 2 * 3
+    assert all(r["energy_j"] > 0 for r in rec["runs"] if r["phase"] != "decode")
+    prov = rec["provenance"]
+    assert prov["packages"]["torch"].startswith("2.13")
+    assert set(prov["git"]) == {"commit", "dirty"}
+    assert prov["host"]["hostname"]
+    assert rec["started_at"] < rec["finished_at"]
+    assert "J/token" in capsys.readouterr().out
+    rc = main(["provenance", str(out)])
+    assert rc == 0
+    assert '"config_hash"' in capsys.readouterr().out
+
+
+def test_bad_precision_exits_with_a_message(tiny_model: Path, tmp_path: Path, caplog) -> None:
+    rc = main(
+        [
+            "bench",
+            "--model-dir",
+            str(tiny_model),
+            "--precision",
+            "fp4",
+            "--out",
+            str(tmp_path / "r.json"),
+        ]
+    )
+    assert rc == 2
+    assert "unknown precision 'fp4'" in caplog.text
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_validate_lists_the_matrix(capsys) -> None:
+    from conftest import REPO
+
+    assert main(["validate", str(REPO / "config" / "config.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "9 benchmark configurations" in out
+    assert "tiny-llama/cpu-int8/transformers/bs16_in64_out32" in out

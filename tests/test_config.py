@@ -1,0 +1,145 @@
+"""Config validation and matrix expansion; each bad value names its key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from joulebench import config
+from joulebench.errors import ConfigError
+
+BASE: dict[str, Any] = {
+    "models": [{"name": "tiny", "source": "synthetic", "architecture": "tiny-llama"}],
+    "precisions": ["fp32", "bf16"],
+    "batch_sizes": [1, 4],
+    "input_lengths": [16],
+    "output_lengths": [8, 16],
+}
+
+
+def with_change(path: str, value: Any) -> dict[str, Any]:
+    """BASE with ``path`` (dotted, list indices as numbers) set to ``value``; None deletes."""
+    cfg = copy.deepcopy(BASE)
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {}) if isinstance(p, str) else node[p]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+    return cfg
+
+
+def test_defaults_are_filled() -> None:
+    cfg = config.validate(copy.deepcopy(BASE))
+    assert cfg["device"] == "cpu"
+    assert cfg["engines"] == ["transformers"]
+    assert cfg["measurement"]["repetitions"] == 5
+    assert cfg["measurement"]["cpu_estimate"] == {"idle_w": 10.0, "tdp_w": 45.0}
+    assert cfg["models"][0]["seed"] == 0
+
+
+def test_expand_is_the_full_product() -> None:
+    specs = config.expand(config.validate(copy.deepcopy(BASE)))
+    assert len(specs) == 1 * 2 * 1 * 2 * 1 * 2
+    ids = {s.config_id for s in specs}
+    assert "tiny/bf16/transformers/bs4_in16_out8" in ids
+    assert len(ids) == len(specs)
+
+
+def test_spec_round_trips_through_dict() -> None:
+    spec = config.expand(config.validate(copy.deepcopy(BASE)))[0]
+    assert config.BenchSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "fragment"),
+    [
+        ("batch_sizez", [1], "batch_sizez", "unknown key"),
+        ("batch_sizes", [0], "batch_sizes[0]", "minimum"),
+        ("batch_sizes", [], "batch_sizes", "non-empty"),
+        ("batch_sizes", ["4"], "batch_sizes[0]", "not of type"),
+        ("input_lengths", [-3], "input_lengths[0]", "minimum"),
+        ("output_lengths", [1], "output_lengths[0]", "minimum"),
+        ("precisions", ["fp8"], "precisions[0]", "allowed: fp32"),
+        ("device", "tpu", "device", "allowed: cpu, cuda, auto"),
+        ("engines", ["tgi"], "engines[0]", "allowed: transformers"),
+        ("measurement.meter", "codecarbon", "measurement.meter", "allowed: auto"),
+        ("measurement.repetitions", 1, "measurement.repetitions", "minimum"),
+        ("measurement.warmup", 2, "measurement.warmup", "unknown key"),
+        ("measurement.cpu_estimate.tdp_w", 0, "measurement.cpu_estimate.tdp_w", "invalid"),
+        ("models.0.source", "s3", "models[0].source", "allowed: synthetic, hub, local"),
+        ("models.0.architecture", "gpt-5", "models[0].architecture", "allowed: tiny-llama"),
+        ("models.0.architecture", None, "models[0].architecture", "required"),
+        ("models.0.name", "a/b", "models[0].name", "does not match"),
+        ("models.0.repo", "x/y", "models[0].repo", "only applies to source 'hub'"),
+        ("output_lengths", [4096], "output_lengths", "exceed the context"),
+        ("analysis.confidence", 1.5, "analysis.confidence", "invalid"),
+        ("models", [], "models", "non-empty"),
+        ("study", "my study", "study", "does not match"),
+    ],
+)
+def test_bad_values_name_their_key(path: str, value: Any, key: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.validate(with_change(path, value))
+    assert err.value.key == key
+    assert fragment in str(err.value)
+
+
+def test_cpu_only_precision_on_cuda_is_rejected() -> None:
+    cfg = with_change("precisions", ["cpu-int8"])
+    cfg["device"] = "cuda"
+    with pytest.raises(ConfigError, match="cpu-int8' needs cpu") as err:
+        config.validate(cfg)
+    assert err.value.key == "precisions[0]"
+
+
+def test_duplicate_model_names() -> None:
+    cfg = copy.deepcopy(BASE)
+    cfg["models"].append(dict(cfg["models"][0]))
+    with pytest.raises(ConfigError, match="duplicate model name 'tiny'") as err:
+        config.validate(cfg)
+    assert err.value.key == "models[1].name"
+
+
+def test_hub_needs_pinned_revision() -> None:
+    cfg = with_change("models.0", {"name": "q", "source": "hub", "repo": "Qwen/Qwen2.5-0.5B"})
+    with pytest.raises(ConfigError, match="required for source 'hub'") as err:
+        config.validate(cfg)
+    assert err.value.key == "models[0].revision"
+    cfg["models"][0]["revision"] = "main"
+    with pytest.raises(ConfigError) as err:
+        config.validate(cfg)
+    assert err.value.key == "models[0].revision"
+
+
+def test_local_path_must_exist(tmp_path: Path) -> None:
+    cfg = with_change("models.0", {"name": "l", "source": "local", "path": str(tmp_path / "no")})
+    with pytest.raises(ConfigError, match="does not exist") as err:
+        config.validate(cfg)
+    assert err.value.key == "models[0].path"
+
+
+def test_local_path_is_resolved_against_base_dir(tiny_model: Path) -> None:
+    cfg = with_change("models.0", {"name": "l", "source": "local", "path": tiny_model.name})
+    out = config.validate(cfg, base_dir=tiny_model.parent)
+    assert out["models"][0]["path"] == str(tiny_model.resolve())
+
+
+def test_load_reads_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    assert config.load(path)["study"] == "joulebench"
+    with pytest.raises(ConfigError, match="does not exist"):
+        config.load(tmp_path / "missing.yaml")
+
+
+def test_default_study_config_is_valid() -> None:
+    from conftest import REPO
+
+    cfg = config.load(REPO / "config" / "config.yaml")
+    assert len(config.expand(cfg)) == 9

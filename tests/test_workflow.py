@@ -1,0 +1,167 @@
+"""End to end through the snakemake CLI on a tiny study, then incremental dry runs."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import yaml
+from conftest import REPO, TINY_OVERRIDES
+
+pytestmark = pytest.mark.slow
+
+STUDY: dict[str, Any] = {
+    "study": "e2e",
+    "device": "cpu",
+    "models": [
+        {
+            "name": "tiny",
+            "source": "synthetic",
+            "architecture": "tiny-llama",
+            "overrides": TINY_OVERRIDES,
+            "tokenizer_vocab_size": 512,
+        }
+    ],
+    "precisions": ["fp32", "bf16"],
+    "batch_sizes": [1, 8],
+    "input_lengths": [16],
+    "output_lengths": [8],
+    "measurement": {"warmup_runs": 1, "repetitions": 2, "min_window_s": 0.2},
+}
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(workdir),
+            "--cores",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def write_config(workdir: Path, cfg: dict[str, Any]) -> None:
+    (workdir / "config").mkdir(exist_ok=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("study")
+    write_config(workdir, STUDY)
+    run = snakemake(workdir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return workdir
+
+
+def planned(workdir: Path) -> dict[str, list[str]]:
+    """Dry run: the outputs each rule would (re)make."""
+    run = snakemake(workdir, "--dry-run")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs: dict[str, list[str]] = {}
+    rule = None
+    for line in run.stdout.splitlines():
+        if m := re.match(r"^(?:local)?rule (\w+):", line):
+            rule = m.group(1)
+            jobs.setdefault(rule, [])
+        elif (m := re.match(r"^\s+output: (.+)$", line)) and rule:
+            jobs[rule].append(m.group(1).split(",")[0])
+    return jobs
+
+
+def test_tables_plots_and_records_exist(study: Path) -> None:
+    results = study / "results"
+    for name in ("tables/summary.parquet", "tables/summary.csv", "tables/measurements.parquet"):
+        assert (results / name).stat().st_size > 0
+    for fig in ("energy_per_token_vs_batch", "phase_energy_per_request"):
+        assert "vega" in (results / "plots" / f"{fig}.html").read_text()
+        assert (results / "plots" / f"{fig}.png").read_bytes()[:4] == b"\x89PNG"
+    records = sorted((results / "records").rglob("*.json"))
+    assert len(records) == 4
+    assert len(list((results / "benchmarks" / "benchmark").rglob("*.tsv"))) == 4
+    assert (study / "logs" / "aggregate.log").is_file()
+
+
+def test_numbers_are_sane(study: Path) -> None:
+    summary = pl.read_parquet(study / "results" / "tables" / "summary.parquet")
+    assert summary.height == 4 * 3
+    assert set(summary["meter_source"]) == {"estimate"}
+    measured = summary.filter(pl.col("phase") != "decode")
+    assert (measured["energy_j_mean"] > 0).all()
+    assert (measured["tokens_per_s_mean"] > 0).all()
+    decode = summary.filter(phase="decode").sort("batch_size")
+    for precision in ("fp32", "bf16"):
+        j = decode.filter(precision=precision)["j_per_token_mean"].to_list()
+        assert j[-1] < j[0], f"{precision}: decode J/token did not fall with batching: {j}"
+    assert set(summary["host"]) and summary["git_commit"].dtype == pl.String
+
+
+def test_nothing_to_do_when_unchanged(study: Path) -> None:
+    assert planned(study) == {}
+
+
+def test_changing_one_batch_size_reruns_only_its_job(study: Path) -> None:
+    cfg = copy.deepcopy(STUDY)
+    cfg["batch_sizes"] = [1, 4]
+    write_config(study, cfg)
+    try:
+        jobs = planned(study)
+    finally:
+        write_config(study, STUDY)
+    assert sorted(jobs["benchmark"]) == [
+        "results/records/tiny/bf16/transformers/bs4_in16_out8.json",
+        "results/records/tiny/fp32/transformers/bs4_in16_out8.json",
+    ]
+    assert set(jobs) == {"benchmark", "aggregate", "plot", "all"}
+
+
+def test_adding_a_precision_runs_only_its_variant_and_jobs(study: Path) -> None:
+    cfg = copy.deepcopy(STUDY)
+    cfg["precisions"] = ["fp32", "bf16", "cpu-int8"]
+    write_config(study, cfg)
+    try:
+        jobs = planned(study)
+    finally:
+        write_config(study, STUDY)
+    assert jobs["describe_variant"] == ["results/variants/tiny/cpu-int8.json"]
+    assert all("/cpu-int8/" in out for out in jobs["benchmark"])
+    assert len(jobs["benchmark"]) == 2
+    assert "prepare_model" not in jobs
+
+
+def test_changing_a_measurement_setting_reruns_every_benchmark(study: Path) -> None:
+    cfg = copy.deepcopy(STUDY)
+    cfg["measurement"] = {**STUDY["measurement"], "repetitions": 3}
+    write_config(study, cfg)
+    try:
+        jobs = planned(study)
+    finally:
+        write_config(study, STUDY)
+    assert len(jobs["benchmark"]) == 4
+    assert "prepare_model" not in jobs and "describe_variant" not in jobs
+
+
+def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
+    cfg = copy.deepcopy(STUDY)
+    cfg["batch_sizes"] = [0]
+    write_config(tmp_path, cfg)
+    run = snakemake(tmp_path)
+    assert run.returncode != 0
+    assert "config key 'batch_sizes[0]'" in run.stderr + run.stdout
+    assert not (tmp_path / "results").exists()
