@@ -48,6 +48,8 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
     """The tidy table: one row per configuration × repetition × phase."""
     rows = []
     for rec in records:
+        if rec.get("status", "ok") != "ok":
+            continue  # infeasible points have no measurements; see configurations()
         cfg, prov = rec["config"], rec["provenance"]
         base = {
             k: cfg[k]
@@ -92,7 +94,7 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
                 }
             )
     if not rows:
-        raise ValueError("no result records to aggregate")
+        raise ValueError("no result records with measurements to aggregate")
     df = pl.DataFrame(rows, infer_schema_length=None)
     return df.with_columns(
         tokens_per_s=pl.col("tokens") / pl.col("time_s"),
@@ -102,8 +104,43 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
     ).sort([*CONFIG_COLUMNS[:8], "phase", "rep"])
 
 
-def summarize(tidy: pl.DataFrame, confidence: float = 0.95) -> pl.DataFrame:
-    """One row per configuration × phase: n, mean, std and CI bounds of every metric."""
+def infeasible(records: list[dict[str, Any]]) -> pl.DataFrame:
+    """One row per configuration that could not run, with the reason."""
+    rows = [
+        {
+            k: rec["config"][k]
+            for k in (
+                "study",
+                "model",
+                "engine",
+                "precision",
+                "batch_size",
+                "input_len",
+                "output_len",
+            )
+        }
+        | {
+            "device": rec["config"]["device"],
+            "config_id": rec["config_id"],
+            "config_hash": rec["config_hash"],
+            "status": rec["status"],
+            "reason": rec.get("reason"),
+        }
+        for rec in records
+        if rec.get("status", "ok") != "ok"
+    ]
+    schema = {"status": pl.String, "reason": pl.String}
+    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame(schema=schema)
+
+
+def summarize(
+    tidy: pl.DataFrame, confidence: float = 0.95, failed: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """One row per configuration × phase: n, mean, std and CI bounds of every metric.
+
+    Configurations in ``failed`` (see infeasible()) get rows with their status and reason and
+    empty metrics, so tables list them and figures show them as missing, never as zero.
+    """
     keys = [*CONFIG_COLUMNS, "phase", "method"]
     aggs: list[pl.Expr] = [pl.len().alias("n"), pl.col("peak_memory_bytes").max()]
     aggs += [pl.col(c).first() for c in ENV_COLUMNS]
@@ -119,14 +156,22 @@ def summarize(tidy: pl.DataFrame, confidence: float = 0.95) -> pl.DataFrame:
         confidence=pl.lit(confidence),
     )
     metric_cols = [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "ci_low", "ci_high")]
-    return summary.select(
-        [*keys, "n", *metric_cols, "peak_memory_bytes", "confidence", *ENV_COLUMNS]
-    ).sort([*CONFIG_COLUMNS[:8], pl.col("phase").replace_strict(PHASES, list(range(3)))])
+    summary = summary.with_columns(status=pl.lit("ok"), reason=pl.lit(None, pl.String))
+    if failed is not None and failed.height:
+        phases = pl.DataFrame({"phase": PHASES})
+        summary = pl.concat(
+            [summary, failed.join(phases, how="cross").with_columns(confidence=pl.lit(confidence))],
+            how="diagonal_relaxed",
+        )
+    order = [*keys, "status", "reason", "n", *metric_cols, "peak_memory_bytes", "confidence"]
+    return summary.select([*order, *ENV_COLUMNS]).sort(
+        [*CONFIG_COLUMNS[:8], pl.col("phase").replace_strict(PHASES, list(range(3)))]
+    )
 
 
 def meter_label(summary: pl.DataFrame) -> str:
     """How figures name the energy source; an estimate is always called one."""
-    sources = sorted(set(summary["meter_source"].to_list()))
+    sources = sorted(set(summary["meter_source"].drop_nulls().to_list()))
     label = ", ".join(sources)
     if "estimate" in sources:
         label += " (modelled from CPU time, not measured)"

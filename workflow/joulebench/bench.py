@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -18,7 +19,15 @@ from tqdm import tqdm
 from joulebench import provenance
 from joulebench.config import BenchSpec
 from joulebench.engines import Engine, make_engine
+from joulebench.memory import (
+    InfeasibleError,
+    available_bytes,
+    check_fits,
+    estimate_need,
+    is_out_of_memory,
+)
 from joulebench.meters import Meter, make_meter
+from joulebench.precisions import Precision, weight_bytes
 
 log = logging.getLogger(__name__)
 
@@ -111,34 +120,82 @@ def run(
     """Run one configuration end to end and return its record (not yet written).
 
     ``threads`` is the CPU threads the scheduler gave the job; it is used when the spec leaves
-    ``measurement.threads`` at 0 (“every core the job has”).
+    ``measurement.threads`` at 0 (“every core the job has”). A configuration that does not fit
+    in memory returns an ``infeasible`` record with the reason instead of failing the study.
     """
     m = spec.measurement
     started = provenance.now_utc()
     n_threads = m["threads"] or threads or 0
     engine = make_engine(spec.engine, model_dir, spec.precision, spec.device, n_threads)
-    engine.load()
-    meter = make_meter(m["meter"], engine.device, m["cpu_estimate"], engine.synchronize)
     try:
-        log.info("measuring %s with meter '%s'", spec.config_id, meter.source)
-        engine.reset_peak_memory()
-        rows = run_phases(engine, meter, spec, progress)
-        meter_info = meter.describe()
-    finally:
-        meter.close()
+        if m["memory_guard"]:
+            _check_memory(spec, model_dir, engine.device, engine.precision)
+        engine.load()
+        meter = make_meter(m["meter"], engine.device, m["cpu_estimate"], engine.synchronize)
+        try:
+            log.info("measuring %s with meter '%s'", spec.config_id, meter.source)
+            engine.reset_peak_memory()
+            rows = run_phases(engine, meter, spec, progress)
+            meter_info = meter.describe()
+        finally:
+            meter.close()
+    except Exception as err:
+        if not (isinstance(err, InfeasibleError) or is_out_of_memory(err)):
+            raise
+        log.warning("%s is infeasible: %s", spec.config_id, err)
+        return _record(spec, model_dir, variant, started, "infeasible", reason=str(err))
+    return _record(
+        spec,
+        model_dir,
+        variant,
+        started,
+        "ok",
+        engine=engine.describe(),
+        meter=meter_info,
+        memory=engine.peak_memory(),
+        runs=rows,
+    )
+
+
+def _check_memory(spec: BenchSpec, model_dir: str, device: str, precision: Precision) -> None:
+    need = estimate_need(
+        Path(model_dir),
+        weight_bytes(Path(model_dir), precision)["weight_bytes"],
+        2 if precision.dtype in ("bfloat16", "float16") else 4,
+        spec.batch_size,
+        spec.input_len,
+        spec.output_len,
+    )
+    check_fits(need, available_bytes(device), device)
+
+
+def _record(
+    spec: BenchSpec,
+    model_dir: str,
+    variant: dict[str, Any] | None,
+    started: str,
+    status: str,
+    reason: str | None = None,
+    engine: dict[str, Any] | None = None,
+    meter: dict[str, Any] | None = None,
+    memory: dict[str, Any] | None = None,
+    runs: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A result record: the configuration, what happened, the numbers and their provenance."""
     return {
         "schema": RECORD_SCHEMA,
-        "status": "ok",
+        "status": status,
+        "reason": reason,
         "config_id": spec.config_id,
         "config_hash": provenance.config_hash(spec.to_dict()),
         "config": spec.to_dict(),
         "model_dir": model_dir,
         "variant": variant,
-        "engine": engine.describe(),
-        "meter": meter_info,
-        "memory": engine.peak_memory(),
-        "runs": rows,
+        "engine": engine or {"engine": spec.engine, "device": spec.device},
+        "meter": meter or {"source": None},
+        "memory": memory or {"bytes": None, "kind": None},
+        "runs": runs or [],
         "started_at": started,
         "finished_at": provenance.now_utc(),
-        "provenance": provenance.collect([meter_info]),
+        "provenance": provenance.collect([meter] if meter else []),
     }

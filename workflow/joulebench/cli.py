@@ -64,6 +64,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
 def _print_record_summary(record: dict[str, Any]) -> None:
     from statistics import median
 
+    if record["status"] != "ok":
+        print(f"{record['config_id']}  {record['status']}: {record['reason']}")
+        return
     print(f"{record['config_id']}  (meter: {record['meter']['source']})")
     for phase in ("prefill", "decode", "full"):
         runs = [r for r in record["runs"] if r["phase"] == phase]
@@ -95,7 +98,7 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
     records = analysis.load_records(args.records)
     tidy = analysis.measurements(records)
-    summary = analysis.summarize(tidy, args.confidence)
+    summary = analysis.summarize(tidy, args.confidence, analysis.infeasible(records))
     write_with(args.measurements, tidy.write_parquet)
     write_with(args.summary, summary.write_parquet)
     write_with(args.summary_csv, summary.write_csv)

@@ -31,7 +31,7 @@ def _precision_scale(values: list[str]) -> alt.Scale:
 
 def energy_per_token_vs_batch(summary: pl.DataFrame) -> alt.FacetChart:
     """J/token against batch size, one line per precision, prefill and decode side by side."""
-    data = summary.filter(pl.col("phase").is_in(["prefill", "decode"])).with_columns(
+    data = summary.filter(pl.col("phase").is_in(["prefill", "decode"]), status="ok").with_columns(
         shape=pl.format("in {} / out {}", "input_len", "output_len")
     )
     colour = alt.Color("precision:N", scale=_precision_scale(data["precision"].unique().to_list()))
@@ -75,7 +75,7 @@ def energy_per_token_vs_batch(summary: pl.DataFrame) -> alt.FacetChart:
 
 def phase_energy_per_request(summary: pl.DataFrame) -> alt.FacetChart:
     """Prefill and decode energy per request, stacked, for every configuration."""
-    data = summary.filter(pl.col("phase").is_in(["prefill", "decode"])).with_columns(
+    data = summary.filter(pl.col("phase").is_in(["prefill", "decode"]), status="ok").with_columns(
         configuration=pl.format(
             "{} · bs {} · {}/{}", "precision", "batch_size", "input_len", "output_len"
         )

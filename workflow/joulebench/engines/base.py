@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from joulebench.precisions import Precision
+
 
 class GenerationError(RuntimeError):
     """An engine produced something other than what was asked (e.g. fewer tokens)."""
@@ -14,6 +16,7 @@ class Engine(Protocol):
 
     name: str
     device: str
+    precision: Precision
 
     def load(self) -> None:
         """Load weights onto the device (not measured)."""
