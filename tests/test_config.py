@@ -56,33 +56,37 @@ def test_spec_round_trips_through_dict() -> None:
     assert config.BenchSpec.from_dict(spec.to_dict()) == spec
 
 
-@pytest.mark.parametrize(
-    ("path", "value", "key", "fragment"),
-    [
-        ("batch_sizez", [1], "batch_sizez", "unknown key"),
-        ("batch_sizes", [0], "batch_sizes[0]", "minimum"),
-        ("batch_sizes", [], "batch_sizes", "non-empty"),
-        ("batch_sizes", ["4"], "batch_sizes[0]", "not of type"),
-        ("input_lengths", [-3], "input_lengths[0]", "minimum"),
-        ("output_lengths", [1], "output_lengths[0]", "minimum"),
-        ("precisions", ["fp8"], "precisions[0]", "allowed: fp32"),
-        ("device", "tpu", "device", "allowed: cpu, cuda, auto"),
-        ("engines", ["tgi"], "engines[0]", "allowed: transformers"),
-        ("measurement.meter", "codecarbon", "measurement.meter", "allowed: auto"),
-        ("measurement.repetitions", 1, "measurement.repetitions", "minimum"),
-        ("measurement.warmup", 2, "measurement.warmup", "unknown key"),
-        ("measurement.cpu_estimate.tdp_w", 0, "measurement.cpu_estimate.tdp_w", "invalid"),
-        ("models.0.source", "s3", "models[0].source", "allowed: synthetic, hub, local"),
-        ("models.0.architecture", "gpt-5", "models[0].architecture", "allowed: tiny-llama"),
-        ("models.0.architecture", None, "models[0].architecture", "required"),
-        ("models.0.name", "a/b", "models[0].name", "does not match"),
-        ("models.0.repo", "x/y", "models[0].repo", "only applies to source 'hub'"),
-        ("output_lengths", [4096], "output_lengths", "exceed the context"),
-        ("analysis.confidence", 1.5, "analysis.confidence", "invalid"),
-        ("models", [], "models", "non-empty"),
-        ("study", "my study", "study", "does not match"),
-    ],
-)
+#: (dotted path, bad value, key the message must name, fragment of the message)
+BAD_VALUES: list[tuple[str, Any, str, str]] = [
+    ("batch_sizez", [1], "batch_sizez", "unknown key"),
+    ("batch_sizes", [0], "batch_sizes[0]", "minimum"),
+    ("batch_sizes", [], "batch_sizes", "non-empty"),
+    ("batch_sizes", ["4"], "batch_sizes[0]", "not of type"),
+    ("input_lengths", [-3], "input_lengths[0]", "minimum"),
+    ("output_lengths", [1], "output_lengths[0]", "minimum"),
+    ("precisions", ["fp8"], "precisions[0]", "allowed: fp32"),
+    ("device", "tpu", "device", "allowed: cpu, cuda, auto"),
+    ("engines", ["tgi"], "engines[0]", "allowed: transformers"),
+    ("measurement.meter", "codecarbon", "measurement.meter", "allowed: auto"),
+    ("measurement.repetitions", 1, "measurement.repetitions", "minimum"),
+    ("measurement.warmup", 2, "measurement.warmup", "unknown key"),
+    ("measurement.cpu_estimate.tdp_w", 0, "measurement.cpu_estimate.tdp_w", "invalid"),
+    ("models.0.source", "s3", "models[0].source", "allowed: synthetic, hub, local"),
+    ("models.0.architecture", "gpt-5", "models[0].architecture", "allowed: tiny-llama"),
+    ("models.0.architecture", None, "models[0].architecture", "required"),
+    ("models.0.name", "a/b", "models[0].name", "does not match"),
+    ("models.0.repo", "x/y", "models[0].repo", "only applies to source 'hub'"),
+    ("output_lengths", [4096], "output_lengths", "exceed the context"),
+    ("analysis.confidence", 1.5, "analysis.confidence", "invalid"),
+    ("models", [], "models", "non-empty"),
+    ("study", "my study", "study", "does not match"),
+    ("measurement.min_window_s", -1, "measurement.min_window_s", "minimum"),
+    ("measurement.memory_guard", "yes", "measurement.memory_guard", "not of type"),
+    ("precisions", ["bf16", "bf16"], "precisions", "non-unique"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "key", "fragment"), BAD_VALUES)
 def test_bad_values_name_their_key(path: str, value: Any, key: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as err:
         config.validate(with_change(path, value))

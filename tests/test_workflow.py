@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,7 @@ import polars as pl
 import pytest
 import yaml
 from conftest import REPO, TINY_OVERRIDES
+from test_config import BAD_VALUES, with_change
 
 pytestmark = pytest.mark.slow
 
@@ -157,11 +162,53 @@ def test_changing_a_measurement_setting_reruns_every_benchmark(study: Path) -> N
     assert "prepare_model" not in jobs and "describe_variant" not in jobs
 
 
-def test_bad_config_fails_before_any_job(tmp_path: Path) -> None:
-    cfg = copy.deepcopy(STUDY)
-    cfg["batch_sizes"] = [0]
-    write_config(tmp_path, cfg)
+@pytest.mark.parametrize(("path", "value", "key", "fragment"), BAD_VALUES)
+def test_bad_config_fails_before_any_job(
+    tmp_path: Path, path: str, value: Any, key: str, fragment: str
+) -> None:
+    write_config(tmp_path, with_change(path, value))
     run = snakemake(tmp_path)
+    output = run.stderr + run.stdout
     assert run.returncode != 0
-    assert "config key 'batch_sizes[0]'" in run.stderr + run.stdout
+    assert f"invalid configuration: config key '{key}'" in output
+    assert fragment in output
     assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "logs").exists()
+
+
+def test_killed_study_leaves_no_partial_output_and_resumes(tmp_path: Path) -> None:
+    """SIGTERM to Snakemake in the middle of a benchmark; a rerun completes the study."""
+    cfg = copy.deepcopy(STUDY)
+    cfg["measurement"] = {**STUDY["measurement"], "min_window_s": 1.0}
+    write_config(tmp_path, cfg)
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--cores",
+        "2",
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    logs = tmp_path / "logs" / "benchmark"
+    deadline = time.monotonic() + 120
+    while not any("measuring" in p.read_text() for p in logs.rglob("*.log")):
+        assert time.monotonic() < deadline, "no benchmark started"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+    records = tmp_path / "results" / "records"
+    for path in records.rglob("*"):  # whatever exists is complete, nothing is a temp file
+        assert not path.name.startswith("."), path
+        if path.is_file():
+            json.loads(path.read_text())
+    rerun = snakemake(tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    finished = sorted(records.rglob("*.json"))
+    assert len(finished) == 4
+    assert all(json.loads(p.read_text())["status"] == "ok" for p in finished)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -221,8 +223,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def exit_on_signals() -> None:
+    """Turn SIGTERM/SIGINT/SIGHUP (SLURM time limit, scancel, Ctrl-C) into SystemExit.
+
+    Python's default SIGTERM kills the process without running ``finally`` blocks; as an
+    exception it unwinds them, so atomic writes remove their temp files and nothing half-written
+    is left behind.
+    """
+
+    def handler(signum: int, _frame: object) -> None:
+        log.error("received %s: stopping, nothing partial is kept", signal.Signals(signum).name)
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        exit_on_signals()
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
