@@ -1,5 +1,6 @@
 # joulebench: what LLM inference costs in energy and time, and how system choices change it.
-# The DAG, in order: model → precision variant → one benchmark per configuration → tables → plots.
+# The DAG, in order: model → precision variant → one benchmark per configuration → tables →
+# plots → findings report.
 
 
 from snakemake.utils import min_version
@@ -19,6 +20,7 @@ include: "workflow/rules/variants.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plots.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -143,7 +143,7 @@ def summarize(
     """
     keys = [*CONFIG_COLUMNS, "phase", "method"]
     aggs: list[pl.Expr] = [pl.len().alias("n"), pl.col("peak_memory_bytes").max()]
-    aggs += [pl.col(c).first() for c in ENV_COLUMNS]
+    aggs += [pl.col(c).first() for c in (*ENV_COLUMNS, "input_tokens", "output_tokens")]
     for m in METRICS:
         aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std")]
     summary = tidy.group_by(keys).agg(aggs)
@@ -163,7 +163,17 @@ def summarize(
             [summary, failed.join(phases, how="cross").with_columns(confidence=pl.lit(confidence))],
             how="diagonal_relaxed",
         )
-    order = [*keys, "status", "reason", "n", *metric_cols, "peak_memory_bytes", "confidence"]
+    order = [
+        *keys,
+        "status",
+        "reason",
+        "n",
+        "input_tokens",
+        "output_tokens",
+        *metric_cols,
+        "peak_memory_bytes",
+        "confidence",
+    ]
     return summary.select([*order, *ENV_COLUMNS]).sort(
         [*CONFIG_COLUMNS[:8], pl.col("phase").replace_strict(PHASES, list(range(3)))]
     )

@@ -16,12 +16,19 @@ from joulebench.errors import JoulebenchError
 
 log = logging.getLogger("joulebench")
 
+#: Figure names, kept here so `--help` needs no plotting imports (tests check they agree).
+FIGURE_NAMES = ("energy_per_token_vs_batch", "phase_energy_per_request", "time_energy_pareto")
 
-def _default_measurement() -> dict[str, Any]:
+
+def _section_defaults(section: str) -> dict[str, Any]:
+    """The schema's defaults of one config section (``measurement``, ``analysis``)."""
     from joulebench.config import _with_defaults, load_schema
 
-    schema = load_schema()["properties"]["measurement"]
-    return _with_defaults({}, schema)
+    return _with_defaults({}, load_schema()["properties"][section])
+
+
+def _analysis_config(text: str | None) -> dict[str, Any]:
+    return _section_defaults("analysis") | (json.loads(text) if text else {})
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -35,7 +42,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         missing = [f for f in ("model", "precision") if getattr(args, f) is None]
         if missing:
             raise JoulebenchError(f"bench needs --spec-json or --{' --'.join(missing)}")
-        m = _default_measurement()
+        m = _section_defaults("measurement")
         overrides = {
             "meter": args.meter,
             "warmup_runs": args.warmup,
@@ -95,16 +102,47 @@ def cmd_variant(args: argparse.Namespace) -> None:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
-    from joulebench import analysis
+    from joulebench import analysis, derived
     from joulebench.atomic import write_with
 
+    cfg = _analysis_config(args.analysis_json)
     records = analysis.load_records(args.records)
     tidy = analysis.measurements(records)
-    summary = analysis.summarize(tidy, args.confidence, analysis.infeasible(records))
+    summary = analysis.summarize(tidy, cfg["confidence"], analysis.infeasible(records))
+    summary = derived.enrich(summary, cfg)
     write_with(args.measurements, tidy.write_parquet)
+    write_with(args.long, derived.long_table(tidy).write_parquet)
     write_with(args.summary, summary.write_parquet)
     write_with(args.summary_csv, summary.write_csv)
     log.info("aggregated %d records into %d summary rows", len(records), summary.height)
+
+
+def cmd_findings(args: argparse.Namespace) -> None:
+    import polars as pl
+
+    from joulebench import analysis, findings, plots, provenance
+    from joulebench.atomic import write_text
+
+    cfg = _analysis_config(args.analysis_json)
+    summary = pl.read_parquet(args.summary)
+    tidy = pl.read_parquet(args.measurements)
+    results = findings.all_findings(summary, tidy, cfg)
+    ok = summary.filter(status="ok")
+    context = {
+        "study": ", ".join(sorted(set(summary["study"]))),
+        "energy source": analysis.meter_label(summary),
+        "models": ", ".join(sorted(set(summary["model"]))),
+        "configurations": f"{summary['config_id'].n_unique()} "
+        f"({ok['config_id'].n_unique()} measured)",
+        "hosts": ", ".join(sorted(set(ok["host"].drop_nulls()))),
+        "git commit": ", ".join(sorted(set(ok["git_commit"].drop_nulls()))) or "unknown",
+        "generated": provenance.now_utc(),
+    }
+    figures = {name: plots.to_svg(make(summary)) for name, make in plots.FIGURES.items()}
+    write_text(args.out_md, findings.to_markdown(results, context))
+    write_text(args.out_html, findings.to_html(results, context, figures))
+    for f in results:
+        log.info("%s: %s — %s", f.title, f.verdict, f.summary)
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -201,11 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--measurements", required=True)
     a.add_argument("--summary", required=True)
     a.add_argument("--summary-csv", required=True)
-    a.add_argument("--confidence", type=float, default=0.95)
+    a.add_argument("--long", required=True, help="long table: metric, value, unit, source")
+    a.add_argument("--analysis-json", help="the config's `analysis:` section as JSON")
     a.set_defaults(func=cmd_aggregate)
 
+    fd = sub.add_parser("findings", help="the findings report: the paper's claims on your data")
+    fd.add_argument("--summary", required=True)
+    fd.add_argument("--measurements", required=True)
+    fd.add_argument("--analysis-json", help="the config's `analysis:` section as JSON")
+    fd.add_argument("--out-md", required=True)
+    fd.add_argument("--out-html", required=True)
+    fd.set_defaults(func=cmd_findings)
+
     f = sub.add_parser("plot", help="draw one figure from the summary table")
-    f.add_argument("figure", choices=["energy_per_token_vs_batch", "phase_energy_per_request"])
+    f.add_argument("figure", choices=sorted(FIGURE_NAMES))
     f.add_argument("--summary", required=True)
     f.add_argument("--out-stem", required=True, help="output path without suffix")
     f.set_defaults(func=cmd_plot)

@@ -96,6 +96,7 @@ def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
         _check_model_source(model, key, base_dir)
     for i, name in enumerate(config["precisions"]):
         check_device(get_precision(name, f"precisions[{i}]"), config["device"], f"precisions[{i}]")
+    get_precision(config["analysis"]["baseline"]["precision"], "analysis.baseline.precision")
     longest = max(config["input_lengths"]) + max(config["output_lengths"])
     for i, model in enumerate(config["models"]):
         context = _known_context(model)

@@ -7,6 +7,7 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
+from joulebench import derived
 from joulebench.analysis import meter_label
 from joulebench.atomic import atomic_path
 
@@ -125,21 +126,84 @@ def phase_energy_per_request(summary: pl.DataFrame) -> alt.FacetChart:
     )
 
 
+def time_energy_pareto(summary: pl.DataFrame) -> alt.LayerChart:
+    """Latency per request vs energy per request for every configuration; frontier highlighted."""
+    full = summary.filter(phase="full", status="ok").filter(
+        pl.col("j_per_request_mean").is_not_null()
+    )
+    data = full.with_columns(
+        derived.pareto_front(full, "time_s_mean", "j_per_request_mean"),
+        label=pl.format("{} · {} · bs {}", "model", "precision", "batch_size"),
+    )
+    colour = alt.Color("precision:N", scale=_precision_scale(data["precision"].unique().to_list()))
+    x = alt.X(
+        "time_s_mean:Q", scale=alt.Scale(type="log"), title="latency per request (s, end to end)"
+    )
+    y = alt.Y("j_per_request_mean:Q", scale=alt.Scale(type="log"), title="energy per request (J)")
+    points = (
+        alt.Chart(data)
+        .mark_point(size=90, filled=True)
+        .encode(
+            x=x,
+            y=y,
+            color=colour,
+            shape=alt.Shape("pareto:N", title="on the frontier", sort=[True, False]),
+            opacity=alt.condition("datum.pareto", alt.value(1.0), alt.value(0.35)),
+            tooltip=[
+                "label",
+                "engine",
+                "input_len",
+                "output_len",
+                alt.Tooltip("time_s_mean:Q", format=".3g"),
+                alt.Tooltip("j_per_request_mean:Q", format=".3g"),
+                "pareto",
+            ],
+        )
+    )
+    frontier = (
+        alt.Chart(data.filter("pareto"))
+        .mark_line(color="#333", strokeDash=[4, 3])
+        .encode(x=x, y=y, order="time_s_mean:Q")
+    )
+    return alt.layer(frontier, points).properties(
+        width=520,
+        height=360,
+        title=alt.Title(
+            "Time–energy trade-off per request (lower-left is better)",
+            subtitle=f"energy source: {meter_label(summary)}; dashed: Pareto frontier; "
+            "latency = full generation window of the batch",
+        ),
+    )
+
+
 FIGURES = {
     "energy_per_token_vs_batch": energy_per_token_vs_batch,
     "phase_energy_per_request": phase_energy_per_request,
+    "time_energy_pareto": time_energy_pareto,
 }
 
 
+def to_svg(chart: alt.TopLevelMixin) -> str:
+    """The chart as a standalone SVG string (no scripts), for reports that must open offline."""
+    import vl_convert
+
+    return vl_convert.vegalite_to_svg(chart.to_json())
+
+
+FORMATS = (".html", ".png", ".svg")
+
+
 def save(chart: alt.TopLevelMixin, stem: Path) -> list[Path]:
-    """Write ``stem``.html (interactive) and ``stem``.png, each atomically."""
+    """Write ``stem``.html (interactive, scripts inlined: works offline), .png and .svg."""
     written = []
-    for suffix in (".html", ".png"):
+    for suffix in FORMATS:
         target = stem.with_suffix(suffix)
         with atomic_path(target) as tmp:
             if suffix == ".png":
                 chart.save(tmp, format="png", scale_factor=2)
+            elif suffix == ".svg":
+                tmp.write_text(to_svg(chart), encoding="utf-8")
             else:
-                chart.save(tmp, format="html")
+                chart.save(tmp, format="html", inline=True)
         written.append(target)
     return written

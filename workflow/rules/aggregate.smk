@@ -10,6 +10,7 @@ rule aggregate:
         records=all_records(),
     output:
         measurements="results/tables/measurements.parquet",
+        long="results/tables/measurements_long.parquet",
         summary="results/tables/summary.parquet",
         summary_csv=report(
             "results/tables/summary.csv",
@@ -19,14 +20,15 @@ rule aggregate:
     log:
         "logs/aggregate.log",
     params:
-        confidence=CONFIG["analysis"]["confidence"],
+        analysis=analysis_json(),
     run:
         joulebench(
             "aggregate",
             log[0],
             *input.records,
-            confidence=params.confidence,
+            analysis_json=params.analysis,
             measurements=output.measurements,
+            long=output.long,
             summary=output.summary,
             summary_csv=output.summary_csv,
         )

@@ -39,14 +39,24 @@ def bench_spec_json(wildcards):
     return json.dumps(SPECS[key].to_dict(), sort_keys=True)
 
 
+def analysis_json():
+    """The `analysis:` section, as JSON (params: editing it reruns only aggregation onwards)."""
+    return json.dumps(CONFIG["analysis"], sort_keys=True)
+
+
 def all_records():
     return [f"results/records/{config_id}.json" for config_id in SPECS]
 
 
 def final_outputs():
-    plots = expand("results/plots/{figure}.{ext}", figure=FIGURES, ext=["html", "png"])
+    plots = expand(
+        "results/plots/{figure}.{ext}", figure=FIGURES, ext=["html", "png", "svg"]
+    )
     return [
         "results/tables/measurements.parquet",
+        "results/tables/measurements_long.parquet",
+        "results/report/findings.html",
+        "results/report/findings.md",
         "results/tables/summary.parquet",
         "results/tables/summary.csv",
         *plots,

@@ -21,6 +21,7 @@ rule plot:
             category="Figures",
             labels={"figure": "{figure}", "format": "image"},
         ),
+        svg="results/plots/{figure}.svg",
     log:
         "logs/plots/{figure}.log",
     params:

@@ -1,0 +1,32 @@
+# Stage 6: the findings report — each claim of the seed paper, tested on this study's data.
+
+
+localrules:
+    findings,
+
+
+rule findings:
+    input:
+        summary="results/tables/summary.parquet",
+        measurements="results/tables/measurements.parquet",
+    output:
+        html=report(
+            "results/report/findings.html",
+            caption="../report/findings.rst",
+            category="Findings",
+        ),
+        md="results/report/findings.md",
+    log:
+        "logs/report/findings.log",
+    params:
+        analysis=analysis_json(),
+    run:
+        joulebench(
+            "findings",
+            log[0],
+            summary=input.summary,
+            measurements=input.measurements,
+            analysis_json=params.analysis,
+            out_md=output.md,
+            out_html=output.html,
+        )
