@@ -91,10 +91,17 @@ def make_record(
     runs = []
     n_in, n_out = 16, 8
     for i, r in enumerate(reps):
-        for phase, e, t, tok in (
-            ("prefill", r["pe"], r["pt"], batch * n_in),
-            ("full", r["fe"], r["ft"], batch * n_out),
-            ("decode", r["fe"] - r["pe"], r["ft"] - r["pt"], batch * (n_out - 1)),
+        for phase, e, t, tok, n_i, n_o in (
+            ("prefill", r["pe"], r["pt"], batch * n_in, batch * n_in, batch),
+            ("full", r["fe"], r["ft"], batch * n_out, batch * n_in, batch * n_out),
+            (
+                "decode",
+                r["fe"] - r["pe"],
+                r["ft"] - r["pt"],
+                batch * (n_out - 1),
+                0,
+                batch * (n_out - 1),
+            ),
         ):
             runs.append(
                 {
@@ -104,8 +111,8 @@ def make_record(
                     "time_s": t,
                     "energy_j": e,
                     "tokens": tok,
-                    "input_tokens": 0,
-                    "output_tokens": 0,
+                    "input_tokens": n_i,
+                    "output_tokens": n_o,
                     "window_repeats": 1,
                 }
             )

@@ -164,7 +164,7 @@ def test_infeasible_points_are_listed_and_missing_from_figures(tmp_path: Path) -
     assert rows["reason"][0] == "needs 90 GiB"
     assert summary.filter(status="ok").height == 6
     for name, figure in plots.FIGURES.items():
-        html, _png = plots.save(figure(summary), tmp_path / name)
+        html, *_ = plots.save(figure(summary), tmp_path / name)
         assert '"batch_size": 64' not in html.read_text()
     assert pl.Series(summary["j_per_token_mean"]).null_count() == 3
 

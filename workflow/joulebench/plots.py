@@ -32,8 +32,19 @@ def _precision_scale(values: list[str]) -> alt.Scale:
 
 def energy_per_token_vs_batch(summary: pl.DataFrame) -> alt.FacetChart:
     """J/token against batch size, one line per precision, prefill and decode side by side."""
-    data = summary.filter(pl.col("phase").is_in(["prefill", "decode"]), status="ok").with_columns(
-        shape=pl.format("in {} / out {}", "input_len", "output_len")
+    data = summary.filter(
+        pl.col("phase").is_in(["prefill", "decode"]),
+        pl.col("j_per_token_mean") > 0,
+        status="ok",
+    ).with_columns(shape=pl.format("in {} / out {}", "input_len", "output_len"))
+    # A log axis cannot show a CI that reaches zero: such bars end at the axis floor instead.
+    floor = data["j_per_token_mean"].min() / 10 if data.height else 1e-9
+    low = pl.col("j_per_token_ci_low").fill_nan(None)
+    high = pl.col("j_per_token_ci_high").fill_nan(None)
+    mean = pl.col("j_per_token_mean")
+    data = data.with_columns(
+        ci_low_shown=pl.when(low.is_null()).then(mean).otherwise(pl.max_horizontal(low, floor)),
+        ci_high_shown=high.fill_null(mean),
     )
     colour = alt.Color("precision:N", scale=_precision_scale(data["precision"].unique().to_list()))
     x = alt.X("batch_size:Q", scale=alt.Scale(type="log", base=2), title="batch size")
@@ -53,8 +64,8 @@ def energy_per_token_vs_batch(summary: pl.DataFrame) -> alt.FacetChart:
         ],
     )
     bars = base.mark_errorbar().encode(
-        y=alt.Y("j_per_token_ci_low:Q", scale=alt.Scale(type="log"), title="energy per token (J)"),
-        y2="j_per_token_ci_high:Q",
+        y=alt.Y("ci_low_shown:Q", scale=alt.Scale(type="log"), title="energy per token (J)"),
+        y2="ci_high_shown:Q",
     )
     return (
         alt.layer(line, bars, data=data)

@@ -1,0 +1,119 @@
+"""Verdicts are computed from the data: each claim holds, fails or lacks data as it should."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+import pytest
+from conftest import make_record
+from joulebench import analysis, findings
+
+
+def rec(precision: str, batch: int, prefill_j: float, decode_j: float) -> dict[str, Any]:
+    reps = [
+        {"pe": prefill_j * f, "pt": 0.1 * f, "fe": (prefill_j + decode_j) * f, "ft": 0.1 * f + 0.5}
+        for f in (0.99, 1.01)
+    ]
+    return make_record(precision, batch, reps)
+
+
+def summarize(records: list[dict[str, Any]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    tidy = analysis.measurements(records)
+    return analysis.summarize(tidy), tidy
+
+
+def test_precision_claim_holds_when_it_helps_only_compute_bound() -> None:
+    # prefill: bf16 halves energy at batch 8; decode at batch 1: the same energy
+    records = [
+        rec("fp32", 1, 1.0, 10.0),
+        rec("bf16", 1, 0.9, 10.0),
+        rec("fp32", 8, 8.0, 20.0),
+        rec("bf16", 8, 4.0, 19.0),
+    ]
+    f = findings.precision_finding(summarize(records)[0])
+    assert f.verdict == findings.HOLDS
+    assert "2.00×" in f.summary
+
+
+def test_precision_claim_fails_when_it_helps_memory_bound_most() -> None:
+    records = [
+        rec("fp32", 1, 1.0, 10.0),
+        rec("bf16", 1, 1.0, 4.0),
+        rec("fp32", 8, 8.0, 20.0),
+        rec("bf16", 8, 8.0, 10.0),
+    ]
+    assert findings.precision_finding(summarize(records)[0]).verdict == findings.FAILS
+
+
+def test_precision_claim_needs_the_reference() -> None:
+    records = [rec("bf16", 1, 1.0, 10.0), rec("bf16", 8, 4.0, 19.0)]
+    assert findings.precision_finding(summarize(records)[0]).verdict == findings.MISSING
+
+
+@pytest.mark.parametrize(
+    ("prefill_8", "decode_8", "verdict"),
+    [
+        (4.0, 2.0, findings.HOLDS),  # decode 5× per token better, prefill 2×
+        (1.0, 40.0, findings.PARTLY),  # both gain, prefill more
+        (8.0, 80.0, findings.FAILS),
+    ],  # no gain per token
+)
+def test_batching_claim(prefill_8: float, decode_8: float, verdict: str) -> None:
+    # batch 1: prefill 1 J, decode 10 J; batch 8 has 8× the tokens
+    records = [rec("fp32", 1, 1.0, 10.0), rec("fp32", 8, 8 * prefill_8 / 8, decode_8 * 8 / 8)]
+    f = findings.batching_finding(summarize(records)[0])
+    assert f.verdict == verdict, f.summary
+
+
+def test_batching_needs_two_batch_sizes() -> None:
+    f = findings.batching_finding(summarize([rec("fp32", 1, 1.0, 10.0)])[0])
+    assert f.verdict == findings.MISSING
+
+
+def test_shaping_claim() -> None:
+    assert findings.shaping_finding(None).verdict == findings.MISSING
+    serving = pl.DataFrame(
+        {
+            "model": ["m"] * 3,
+            "rate_rps": [2.0] * 3,
+            "pattern": ["poisson", "grouped-100ms", "constant"],
+            "j_per_request": [10.0, 2.5, 9.0],
+        }
+    )
+    f = findings.shaping_finding(serving)
+    assert f.verdict == findings.HOLDS
+    assert "4.00×" in f.summary
+    assert f.table["best"][0] == "grouped-100ms" and f.table["worst"][0] == "poisson"
+
+
+def test_slo_recommendation_picks_least_energy_that_meets_it() -> None:
+    # batch 8 uses less energy per request but takes 0.6 s end to end; batch 1 takes 0.6 s too
+    records = [rec("fp32", 1, 1.0, 10.0), rec("bf16", 1, 0.5, 5.0), rec("fp32", 8, 4.0, 20.0)]
+    summary, tidy = summarize(records)
+    base = {"precision": "fp32", "batch_size": 1}
+    best = findings.slo_recommendation(summary, tidy, {}, base).table
+    assert (best["precision"][0], best["batch_size"][0]) == ("fp32", 8)
+    assert best["saving_x"][0] == pytest.approx(11.0 / 3.0, rel=1e-3)
+    none = findings.slo_recommendation(summary, tidy, {"e2e_p99_s": 0.01}, base)
+    assert none.verdict == findings.FAILS
+
+
+def test_report_renders_every_verdict() -> None:
+    records = [
+        rec("fp32", 1, 1.0, 10.0),
+        rec("bf16", 1, 0.9, 10.0),
+        rec("fp32", 8, 8.0, 20.0),
+        rec("bf16", 8, 4.0, 19.0),
+    ]
+    summary, tidy = summarize(records)
+    cfg = {"baseline": {"precision": "fp32", "batch_size": 1}, "slo": {"e2e_p99_s": 5.0}}
+    results = findings.all_findings(summary, tidy, cfg)
+    context = {"study": "t", "energy source": analysis.meter_label(summary)}
+    md = findings.to_markdown(results, context)
+    page = findings.to_html(results, context, {"fig": "<svg><rect/></svg>"})
+    for f in results:
+        assert f.verdict in md and f.title in page
+    assert "missing data" in md  # no serving data: said, not guessed
+    assert "<script" not in page and "<svg><rect/></svg>" in page
+    assert "estimate" in page

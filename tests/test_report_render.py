@@ -1,0 +1,129 @@
+"""The report and figures render in a real browser (headless Chromium), offline, without errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+from conftest import make_record
+from joulebench import analysis, derived, plots
+from joulebench.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None and not os.environ.get("CI"),
+        reason="Debian's chromium is not installed (CI installs it; `apt-get install chromium`)",
+    ),
+]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+]
+
+
+def chromium(page: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM, "chromium is required here"
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args, page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def console_messages(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    reps = [
+        {"pe": 1.0, "pt": 0.1, "fe": 11.0, "ft": 1.1},
+        {"pe": 1.2, "pt": 0.12, "fe": 12.0, "ft": 1.2},
+    ]
+    records = [
+        make_record(
+            p, b, [{k: v * b**0.5 / (2 if p == "bf16" else 1) for k, v in r.items()} for r in reps]
+        )
+        for p in ("fp32", "bf16")
+        for b in (1, 4, 16)
+    ]
+    tidy = analysis.measurements(records)
+    analysis_cfg = {
+        "baseline": {"precision": "fp32", "batch_size": 1},
+        "confidence": 0.95,
+        "grid_intensity_g_per_kwh": 400.0,
+        "price_per_kwh": 0.1,
+        "price_per_device_hour": 0.0,
+        "currency": "USD",
+        "slo": {},
+    }
+    summary = derived.enrich(analysis.summarize(tidy), analysis_cfg)
+    tidy.write_parquet(out / "measurements.parquet")
+    summary.write_parquet(out / "summary.parquet")
+    assert (
+        main(
+            [
+                "findings",
+                "--summary",
+                str(out / "summary.parquet"),
+                "--measurements",
+                str(out / "measurements.parquet"),
+                "--out-md",
+                str(out / "findings.md"),
+                "--out-html",
+                str(out / "findings.html"),
+            ]
+        )
+        == 0
+    )
+    plots.save(
+        plots.energy_per_token_vs_batch(pl.read_parquet(out / "summary.parquet")),
+        out / "energy_per_token_vs_batch",
+    )
+    return out
+
+
+def test_findings_page_renders_its_charts(study: Path, tmp_path: Path) -> None:
+    page = study / "findings.html"
+    dom = chromium(page, tmp_path, "--dump-dom")
+    assert dom.stdout.count("<svg") >= len(plots.FIGURES)
+    assert "holds" in dom.stdout
+    assert console_messages(dom.stderr) == []
+
+    from PIL import Image
+
+    shot = tmp_path / "findings.png"
+    chromium(page, tmp_path, "--window-size=1200,3200", f"--screenshot={shot}")
+    image = Image.open(shot).convert("L")
+    width, height = image.size
+    charts = image.crop((0, height // 2, width, height))  # the figures fill the lower half
+    dark = sum(charts.histogram()[:200])
+    assert dark > 0.01 * charts.width * charts.height, "the figures area is blank"
+
+
+def test_interactive_figure_runs_offline(study: Path, tmp_path: Path) -> None:
+    dom = chromium(
+        study / "energy_per_token_vs_batch.html",
+        tmp_path,
+        "--virtual-time-budget=8000",
+        "--dump-dom",
+    )
+    assert 'class="marks"' in dom.stdout  # vega drew the chart with its inlined scripts
+    assert console_messages(dom.stderr) == []
