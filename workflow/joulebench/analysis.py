@@ -44,58 +44,65 @@ def _gpu_name(record: dict[str, Any]) -> str | None:
     return gpus[0] if gpus else None
 
 
+#: Fields of a record's runs that the tidy table keeps.
+RUN_FIELDS = (
+    "rep",
+    "phase",
+    "method",
+    "time_s",
+    "energy_j",
+    "tokens",
+    "input_tokens",
+    "output_tokens",
+    "window_repeats",
+)
+
+
+def _config_row(rec: dict[str, Any]) -> dict[str, Any]:
+    """The configuration and environment columns of one record."""
+    cfg, prov = rec["config"], rec["provenance"]
+    return {
+        k: cfg[k]
+        for k in ("study", "model", "engine", "precision", "batch_size", "input_len", "output_len")
+    } | {
+        "device": rec["engine"]["device"],
+        "config_id": rec["config_id"],
+        "config_hash": rec["config_hash"],
+        "meter_source": rec["meter"]["source"],
+        "peak_memory_bytes": rec["memory"]["bytes"],
+        "host": prov["host"]["hostname"],
+        "gpu_name": _gpu_name(rec),
+        "joulebench_version": prov["joulebench_version"],
+        "git_commit": prov["git"]["commit"],
+        "torch_version": prov["packages"].get("torch"),
+    }
+
+
 def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
-    """The tidy table: one row per configuration × repetition × phase."""
-    rows = []
+    """The tidy table: one row per configuration × repetition × phase.
+
+    Built column-wise (one configuration row per record, joined to its runs), so 100,000
+    records aggregate in seconds.
+    """
+    configs: list[dict[str, Any]] = []
+    runs: dict[str, list[Any]] = {k: [] for k in ("_record", *RUN_FIELDS)}
     for rec in records:
         if rec.get("status", "ok") != "ok":
-            continue  # infeasible points have no measurements; see configurations()
-        cfg, prov = rec["config"], rec["provenance"]
-        base = {
-            k: cfg[k]
-            for k in (
-                "study",
-                "model",
-                "engine",
-                "precision",
-                "batch_size",
-                "input_len",
-                "output_len",
-            )
-        }
-        base |= {
-            "device": rec["engine"]["device"],
-            "config_id": rec["config_id"],
-            "config_hash": rec["config_hash"],
-            "meter_source": rec["meter"]["source"],
-            "peak_memory_bytes": rec["memory"]["bytes"],
-            "host": prov["host"]["hostname"],
-            "gpu_name": _gpu_name(rec),
-            "joulebench_version": prov["joulebench_version"],
-            "git_commit": prov["git"]["commit"],
-            "torch_version": prov["packages"].get("torch"),
-        }
-        for run in rec["runs"]:
-            rows.append(
-                base
-                | {
-                    k: run[k]
-                    for k in (
-                        "rep",
-                        "phase",
-                        "method",
-                        "time_s",
-                        "energy_j",
-                        "tokens",
-                        "input_tokens",
-                        "output_tokens",
-                        "window_repeats",
-                    )
-                }
-            )
-    if not rows:
+            continue  # infeasible points have no measurements; see infeasible()
+        index = len(configs)
+        configs.append(_config_row(rec))
+        runs["_record"].extend([index] * len(rec["runs"]))
+        for k in RUN_FIELDS:
+            runs[k].extend([run[k] for run in rec["runs"]])
+    if not runs["_record"]:
         raise ValueError("no result records with measurements to aggregate")
-    df = pl.DataFrame(rows, infer_schema_length=None)
+    config_df = pl.DataFrame(configs, infer_schema_length=None).with_row_index("_record")
+    df = (
+        pl.DataFrame(runs, strict=False)
+        .with_columns(pl.col("_record").cast(pl.UInt32))
+        .join(config_df, on="_record", how="left")
+        .drop("_record")
+    )
     return df.with_columns(
         tokens_per_s=pl.col("tokens") / pl.col("time_s"),
         j_per_token=pl.col("energy_j") / pl.col("tokens"),

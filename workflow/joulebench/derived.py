@@ -82,10 +82,13 @@ def relative_to_baseline(summary: pl.DataFrame, precision: str, batch_size: int)
     The baseline of a row is the row with the same model, engine, lengths, phase and meter at
     the baseline precision and batch size; rows without one get nulls.
     """
-    base = summary.filter(precision=precision, batch_size=batch_size, status="ok").select(
-        *COMPARABLE,
-        base_j_per_token=pl.col("j_per_token_mean"),
-        base_tokens_per_s=pl.col("tokens_per_s_mean"),
+    base = (
+        summary.filter(precision=precision, batch_size=batch_size, status="ok")
+        .group_by(COMPARABLE)  # one baseline per group, even if several records match it
+        .agg(
+            base_j_per_token=pl.col("j_per_token_mean").mean(),
+            base_tokens_per_s=pl.col("tokens_per_s_mean").mean(),
+        )
     )
     return (
         summary.join(base, on=COMPARABLE, how="left", nulls_equal=True)
