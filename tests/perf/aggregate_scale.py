@@ -1,0 +1,115 @@
+"""Aggregation at scale: 100,000 synthetic records through the tidy table, summary, derived
+columns and long table. Prints time and peak memory per step.
+
+    .venv/bin/python tests/perf/aggregate_scale.py [--records 100000] [--reps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+from joulebench import analysis, derived
+
+PRECISIONS = ("fp32", "fp16", "bf16", "cpu-int8")
+ANALYSIS = {
+    "baseline": {"precision": "fp32", "batch_size": 1},
+    "grid_intensity_g_per_kwh": 400.0,
+    "price_per_kwh": 0.15,
+    "price_per_device_hour": 2.0,
+    "currency": "USD",
+}
+
+
+def synthetic_record(i: int, reps: int, rng: random.Random) -> dict[str, Any]:
+    """A record shaped like bench.run's, with plausible random numbers."""
+    batch, n_in, n_out = 2 ** (i % 8), 64 * (1 + i % 4), 128
+    runs = []
+    for rep in range(reps):
+        pt, pe = rng.uniform(0.01, 0.1), rng.uniform(1, 10)
+        ft, fe = pt + rng.uniform(1, 5), pe + rng.uniform(50, 500)
+        for phase, t, e, tok, ti, to in (
+            ("prefill", pt, pe, batch * n_in, batch * n_in, batch),
+            ("full", ft, fe, batch * n_out, batch * n_in, batch * n_out),
+            ("decode", ft - pt, fe - pe, batch * (n_out - 1), 0, batch * (n_out - 1)),
+        ):
+            runs.append(
+                {
+                    "rep": rep,
+                    "phase": phase,
+                    "method": "measured",
+                    "time_s": t,
+                    "energy_j": e,
+                    "tokens": tok,
+                    "input_tokens": ti,
+                    "output_tokens": to,
+                    "window_repeats": 1,
+                }
+            )
+    precision = PRECISIONS[(i // 8) % 4]
+    cfg = {
+        "study": "scale",
+        "model": f"m{i % 10}",
+        "engine": "transformers",
+        "precision": precision,
+        "device": "cuda",
+        "batch_size": batch,
+        "input_len": n_in,
+        "output_len": n_out,
+    }
+    return {
+        "status": "ok",
+        "config": cfg,
+        "config_id": f"cfg{i}",
+        "config_hash": f"{i:016x}",
+        "engine": {"device": "cuda"},
+        "meter": {"source": "nvml"},
+        "memory": {"bytes": 10**9, "kind": "cuda_max_allocated"},
+        "runs": runs,
+        "provenance": {
+            "host": {"hostname": f"node{i % 16}"},
+            "torch": {"gpus": ["H100"]},
+            "joulebench_version": "0.1.0",
+            "git": {"commit": "abc"},
+            "packages": {"torch": "2.13.0"},
+        },
+    }
+
+
+def step(name: str, fn: Callable[[], Any], table: list[tuple[str, float, float, str]]) -> Any:
+    start = time.perf_counter()
+    out = fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    shape = f"{out.height:,} × {out.width}" if hasattr(out, "height") else f"{len(out):,}"
+    table.append((name, time.perf_counter() - start, peak, shape))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--reps", type=int, default=5)
+    args = ap.parse_args()
+    rng = random.Random(0)
+    table: list[tuple[str, float, float, str]] = []
+    records = step(
+        "make records",
+        lambda: [synthetic_record(i, args.reps, rng) for i in range(args.records)],
+        table,
+    )
+    tidy = step("tidy table", lambda: analysis.measurements(records), table)
+    summary = step("summary + 95% CI", lambda: analysis.summarize(tidy), table)
+    step("derived columns", lambda: derived.enrich(summary, ANALYSIS), table)
+    step("long table", lambda: derived.long_table(tidy), table)
+    print(f"{args.records:,} records × {args.reps} repetitions × 3 phases")
+    print(f"{'step':<20}{'seconds':>10}{'peak RSS MiB':>14}  rows × columns")
+    for name, seconds, peak, shape in table:
+        print(f"{name:<20}{seconds:>10.2f}{peak:>14.0f}  {shape}")
+
+
+if __name__ == "__main__":
+    main()
