@@ -133,7 +133,7 @@ def test_changing_one_batch_size_reruns_only_its_job(study: Path) -> None:
         "results/records/tiny/bf16/transformers/bs4_in16_out8.json",
         "results/records/tiny/fp32/transformers/bs4_in16_out8.json",
     ]
-    assert set(jobs) == {"benchmark", "aggregate", "plot", "all"}
+    assert set(jobs) == {"benchmark", "aggregate", "plot", "findings", "all"}
 
 
 def test_adding_a_precision_runs_only_its_variant_and_jobs(study: Path) -> None:
