@@ -123,6 +123,31 @@ def architecture(preset: str, overrides: dict[str, Any] | None = None, key: str 
     return arch
 
 
+def parameter_count(arch: dict[str, Any]) -> int:
+    """Parameters of a Llama- or Qwen2-shaped model from its architecture dict (no weights).
+
+    Used to size jobs (memory requests) before any model exists; equals the count of the
+    model transformers builds from the same dict.
+    """
+    if arch.get("model_type") not in ("llama", "qwen2"):
+        raise ConfigError(
+            "models.architecture",
+            f"cannot count parameters of model_type {arch.get('model_type')!r}; "
+            "allowed: llama, qwen2",
+        )
+    h, layers, vocab = arch["hidden_size"], arch["num_hidden_layers"], arch["vocab_size"]
+    head_dim = arch.get("head_dim") or h // arch["num_attention_heads"]
+    q = arch["num_attention_heads"] * head_dim
+    kv = arch["num_key_value_heads"] * head_dim
+    attention = h * q + 2 * h * kv + q * h
+    if arch["model_type"] == "qwen2":
+        attention += q + 2 * kv  # q, k and v projections carry biases
+    mlp = 3 * h * arch["intermediate_size"]
+    per_layer = attention + mlp + 2 * h  # two RMSNorm weights
+    embeddings = vocab * h * (1 if arch.get("tie_word_embeddings") else 2)
+    return layers * per_layer + embeddings + h  # + the final norm
+
+
 def max_context(model_dir: Path) -> int | None:
     """The model's maximum sequence length, from its config.json, if stated."""
     cfg = json.loads((model_dir / "config.json").read_text())

@@ -11,6 +11,7 @@ import subprocess
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import joulebench
@@ -32,6 +33,26 @@ _SLURM_VARS = {
     "partition": "SLURM_JOB_PARTITION",
     "node": "SLURMD_NODENAME",
     "account": "SLURM_JOB_ACCOUNT",
+    "qos": "SLURM_JOB_QOS",
+    "cluster": "SLURM_CLUSTER_NAME",
+    "cpus_per_task": "SLURM_CPUS_PER_TASK",
+    "job_gpus": "SLURM_JOB_GPUS",
+    "gpus_on_node": "SLURM_GPUS_ON_NODE",
+}
+
+#: The package sources each workflow step runs, relative to the package directory. Snakemake's
+#: code trigger sees only a rule's own ``run:`` block, so rules pass ``source_hash(step)`` as a
+#: parameter: editing one of these files reruns that step's jobs (and nothing else).
+CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "prepare-model": ("models.py",),
+    "variant": ("precisions.py",),
+    "bench": (
+        "bench.py",
+        "config.py",
+        "engines",
+        "meters.py",
+        "precisions.py",
+    ),
 }
 
 
@@ -44,6 +65,29 @@ def config_hash(config: dict[str, Any]) -> str:
     """A short stable hash of a configuration (key order does not matter)."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def source_hash(step: str, root: Path | None = None) -> str:
+    """A short hash of the package sources that workflow ``step`` runs (see CODE_DEPENDENCIES).
+
+    Directories count with every file below them except caches; the hash covers relative paths
+    and contents, so renaming or editing a file changes it and touching it does not.
+    """
+    if step not in CODE_DEPENDENCIES:
+        allowed = ", ".join(sorted(CODE_DEPENDENCIES))
+        raise KeyError(f"no code dependencies for step '{step}'; allowed: {allowed}")
+    root = root or Path(joulebench.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in CODE_DEPENDENCIES[step]:
+        path = root / name
+        if not path.exists():
+            raise FileNotFoundError(f"code dependency '{name}' of step '{step}' is missing: {path}")
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for file in files:
+            if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc":
+                digest.update(file.relative_to(root).as_posix().encode() + b"\0")
+                digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def package_versions(
@@ -90,7 +134,54 @@ def torch_info() -> dict[str, Any]:
     }
     if torch.cuda.is_available():
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        info["cudnn"] = torch.backends.cudnn.version()
     return info
+
+
+def gpu_info(nvml: ModuleType | None = None) -> dict[str, Any]:
+    """Driver, CUDA driver version and the visible GPUs' names, UUIDs and power limits via NVML.
+
+    Empty where NVML is absent (no GPU here is not an error); ``error`` says why a present
+    NVML could not describe the visible GPUs.
+    """
+    from joulebench.meters import _load_pynvml, _maybe
+
+    if nvml is not None:
+        return _describe_gpus(nvml)
+    nvml = _load_pynvml()
+    if nvml is None:
+        return {}
+    try:
+        return _describe_gpus(nvml)
+    finally:
+        _maybe(nvml.nvmlShutdown)
+
+
+def _describe_gpus(nvml: ModuleType) -> dict[str, Any]:
+    from joulebench.errors import MeterError
+    from joulebench.meters import _maybe, _text, visible_gpu_uuids
+
+    info: dict[str, Any] = {
+        "driver": _maybe(lambda: _text(nvml.nvmlSystemGetDriverVersion())),
+        "cuda_driver": _maybe(lambda: nvml.nvmlSystemGetCudaDriverVersion()),
+    }
+    try:
+        uuids = visible_gpu_uuids(nvml)
+    except (MeterError, nvml.NVMLError) as err:
+        return info | {"error": str(err)}
+    devices = []
+    for uuid in uuids:
+        handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
+        devices.append(
+            {
+                "uuid": uuid,
+                "name": _maybe(lambda h=handle: _text(nvml.nvmlDeviceGetName(h))),
+                "power_limit_w": _maybe(
+                    lambda h=handle: nvml.nvmlDeviceGetPowerManagementLimit(h) / 1000
+                ),
+            }
+        )
+    return info | {"devices": devices}
 
 
 def host_info() -> dict[str, Any]:
@@ -104,9 +195,15 @@ def host_info() -> dict[str, Any]:
 
 
 def slurm_info() -> dict[str, str] | None:
-    """SLURM job id, partition and node when running inside a SLURM job."""
+    """SLURM job id, partition, node and allocated GPUs when running inside a SLURM job."""
     found = {k: os.environ[v] for k, v in _SLURM_VARS.items() if v in os.environ}
     return found or None
+
+
+def accelerator_env() -> dict[str, str]:
+    """The variables that decide which accelerators a job sees (as the scheduler set them)."""
+    names = ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL")
+    return {name: os.environ[name] for name in names if name in os.environ}
 
 
 def collect(meters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -117,6 +214,94 @@ def collect(meters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         "packages": package_versions(),
         "host": host_info(),
         "torch": torch_info(),
+        "gpu": gpu_info(),
         "slurm": slurm_info(),
+        "accelerator_env": accelerator_env(),
+        "code_hash": source_hash("bench"),
         "meters": meters or [],
     }
+
+
+def _fmt(value: Any) -> str:
+    if value is None or value == {} or value == []:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def audit_rows(record: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """A record's provenance as (section, field, value) rows, in audit order."""
+    prov = record.get("provenance", {})
+    git, host, torch = prov.get("git", {}), prov.get("host", {}), prov.get("torch", {})
+    gpu, meter = prov.get("gpu", {}), record.get("meter", {})
+    rows = [
+        ("result", "configuration", record.get("config_id")),
+        ("result", "config hash", record.get("config_hash")),
+        ("result", "status", record.get("status")),
+        ("result", "started", record.get("started_at")),
+        ("result", "finished", record.get("finished_at")),
+        ("code", "joulebench", prov.get("joulebench_version")),
+        ("code", "git commit", git.get("commit")),
+        ("code", "uncommitted changes", git.get("dirty")),
+        ("code", "benchmark code hash", prov.get("code_hash")),
+    ]
+    rows += [("packages", name, ver) for name, ver in prov.get("packages", {}).items()]
+    rows += [
+        ("host", "hostname", host.get("hostname")),
+        ("host", "platform", host.get("platform")),
+        ("host", "python", host.get("python")),
+        ("host", "cpu", f"{_fmt(host.get('cpu'))} ({_fmt(host.get('logical_cores'))} cores)"),
+        ("accelerator", "torch CUDA build", torch.get("torch_cuda")),
+        ("accelerator", "cuDNN", torch.get("cudnn")),
+        ("accelerator", "driver", gpu.get("driver")),
+        ("accelerator", "CUDA driver", gpu.get("cuda_driver")),
+    ]
+    for i, dev in enumerate(gpu.get("devices", [])):
+        rows.append(
+            (
+                "accelerator",
+                f"GPU {i}",
+                f"{_fmt(dev.get('name'))} {_fmt(dev.get('uuid'))} "
+                f"power limit {_fmt(dev.get('power_limit_w'))} W",
+            )
+        )
+    if gpu.get("error"):
+        rows.append(("accelerator", "NVML error", gpu["error"]))
+    rows.append(("accelerator", "visible devices", prov.get("accelerator_env")))
+    rows += [("slurm", k.replace("_", " "), v) for k, v in (prov.get("slurm") or {}).items()]
+    if not prov.get("slurm"):
+        rows.append(("slurm", "job", "not run under SLURM"))
+    rows += [
+        ("meter", "source", meter.get("source")),
+        ("meter", "kind", meter.get("kind")),
+    ]
+    rows += [
+        ("meter", k, v)
+        for k, v in meter.items()
+        if k not in ("source", "kind", "devices", "driver")
+    ]
+    for key, value in (record.get("config") or {}).items():
+        if isinstance(value, dict):
+            rows += [("config", f"{key}.{k}", v) for k, v in value.items()]
+        else:
+            rows.append(("config", key, value))
+    return [(section, name, _fmt(value)) for section, name, value in rows]
+
+
+def render(record: dict[str, Any]) -> str:
+    """A record's provenance as an aligned, human-readable table."""
+    rows = audit_rows(record)
+    width = max(len(name) for _, name, _ in rows)
+    out: list[str] = []
+    section = None
+    for sec, name, value in rows:
+        if sec != section:
+            out.append(f"{'' if section is None else chr(10)}[{sec}]")
+            section = sec
+        out.append(f"  {name:<{width}}  {value}")
+    return "\n".join(out)

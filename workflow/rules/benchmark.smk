@@ -1,5 +1,7 @@
 # Stage 3: one job per configuration (model × precision × engine × batch × input × output).
 # A job takes every core it is given, so concurrent jobs never disturb each other's numbers.
+# Resources are cluster-neutral (GPU count, runtime, memory); partitions, accounts and the GPU
+# spelling live in profiles/.
 
 
 rule benchmark:
@@ -12,9 +14,14 @@ rule benchmark:
         "logs/benchmark/{model}/{precision}/{engine}/{point}.log",
     benchmark:
         "results/benchmarks/benchmark/{model}/{precision}/{engine}/{point}.tsv"
-    threads: workflow.cores
+    threads: bench_threads()
+    resources:
+        gpu=BENCH_GPUS,
+        runtime="30m",
+        mem_mb=job_mem_mb,
     params:
         spec=bench_spec_json,
+        code=CODE["bench"],
     run:
         joulebench(
             "bench",

@@ -9,13 +9,53 @@ from snakemake.exceptions import WorkflowError
 
 from joulebench import config as jb_config
 from joulebench.errors import ConfigError
+from joulebench.models import architecture, parameter_count
 from joulebench.plots import FIGURES
+from joulebench.provenance import source_hash
 
 try:
     CONFIG = jb_config.validate(config)
     SPECS = {spec.config_id: spec for spec in jb_config.expand(CONFIG)}
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
+
+#: Hash of the package sources each step runs, passed as a param: Snakemake's code trigger sees
+#: only `run:` blocks, so without it an edit to the engine or meters would rerun nothing.
+CODE = {step: source_hash(step) for step in ("prepare-model", "variant", "bench")}
+
+#: GPUs per benchmark job: one on a `device: cuda` study, none otherwise (`auto` asks for none,
+#: so a cluster never spends GPU hours on a maybe). Profiles pick the scheduler's spelling
+#: (`gpu`/`gpu_model` → --gpus, or `gres`), see profiles/slurm.
+BENCH_GPUS = 1 if CONFIG["device"] == "cuda" else 0
+
+#: Cores per benchmark job where the run has no core count (a cluster executor without --cores);
+#: cluster profiles set it per rule with `set-threads`.
+CLUSTER_BENCH_THREADS = 8
+
+
+#: Memory requests: a base for Python, torch and tokenizer, plus room for two fp32 copies of the
+#: weights (loading and casting); models whose shape is unknown before download get a fixed ask.
+MEM_BASE_MB = 3000
+MEM_UNKNOWN_MODEL_MB = 64000
+
+
+def job_mem_mb(wildcards):
+    """Memory (MB) a job on ``wildcards.model`` asks for, from the model's parameter count."""
+    model = jb_config.model_spec(CONFIG, wildcards.model)
+    if model["source"] != "synthetic":
+        return MEM_UNKNOWN_MODEL_MB
+    params = parameter_count(
+        architecture(model["architecture"], model.get("overrides"))
+    )
+    return MEM_BASE_MB + -(-2 * 4 * params // 2**20)
+
+
+def bench_threads():
+    """Every core of a local run; CLUSTER_BENCH_THREADS under a cluster executor without --cores."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return CLUSTER_BENCH_THREADS
 
 
 wildcard_constraints:

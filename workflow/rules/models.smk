@@ -10,7 +10,11 @@ rule prepare_model:
     benchmark:
         "results/benchmarks/models/{model}.tsv"
     threads: 1
+    resources:
+        runtime="30m",
+        mem_mb=job_mem_mb,
     params:
         spec=model_spec_json,
+        code=CODE["prepare-model"],
     run:
         joulebench("prepare-model", log[0], spec_json=params.spec, out=output[0])

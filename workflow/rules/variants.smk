@@ -13,6 +13,8 @@ rule describe_variant:
         "results/variants/{model}/{precision}.json",
     log:
         "logs/variants/{model}/{precision}.log",
+    params:
+        code=CODE["variant"],
     run:
         joulebench(
             "variant",
