@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 CONFIG ?= config/config.yaml
+PROFILE ?= slurm
 export PATH := $(abspath $(BIN)):$(PATH)
 
 help:  ## list the targets
@@ -30,6 +31,9 @@ study: $(STAMP)  ## run the default study (config/config.yaml) on all cores
 report: study  ## self-contained HTML report of the study (results/report.html)
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG) --report results/report.html
 
+forecast: $(STAMP)  ## what CONFIG costs under profiles/PROFILE: jobs, GPU-hours, energy (dry run)
+	$(BIN)/joulebench forecast -- --configfile $(CONFIG) --workflow-profile profiles/$(PROFILE)
+
 lint: $(STAMP)  ## ruff, ruff format, snakefmt and snakemake --lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -37,9 +41,12 @@ lint: $(STAMP)  ## ruff, ruff format, snakefmt and snakemake --lint
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
 
 test: lint  ## lint, then the test suite (unit + end-to-end workflow runs)
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests -m "not slurm"
+
+test-slurm: $(STAMP)  ## the SLURM tier: a study through --executor slurm (needs .ci/slurm.sh up)
+	$(BIN)/pytest -q tests/slurm -m slurm
 
 clean:  ## remove results and logs of the default study (keeps .venv)
 	rm -rf results logs .snakemake
 
-.PHONY: help venv study report lint test clean
+.PHONY: help venv study report forecast lint test test-slurm clean

@@ -176,24 +176,41 @@ def cmd_presets(args: argparse.Namespace) -> None:
         )
 
 
-def cmd_provenance(args: argparse.Namespace) -> None:
-    record = json.loads(Path(args.record).read_text())
-    print(
-        json.dumps(
-            {
-                k: record.get(k)
-                for k in (
-                    "config_id",
-                    "config_hash",
-                    "started_at",
-                    "finished_at",
-                    "meter",
-                    "provenance",
-                )
-            },
-            indent=2,
+def cmd_forecast(args: argparse.Namespace) -> None:
+    import subprocess
+
+    from joulebench import forecast
+
+    if args.dry_run == "-":
+        text = sys.stdin.read()
+    elif args.dry_run:
+        text = Path(args.dry_run).read_text()
+    else:
+        extra = [a for a in args.snakemake_args if a != "--"]
+        run = subprocess.run(
+            [sys.executable, "-m", "snakemake", "--dry-run", *extra],
+            capture_output=True,
+            text=True,
+            check=False,
         )
-    )
+        if run.returncode != 0:
+            raise JoulebenchError(f"snakemake --dry-run failed:\n{run.stderr[-2000:]}")
+        text = run.stdout
+    jobs = forecast.parse_dry_run(text, forecast.local_rules())
+    history = forecast.load_history(Path(args.results))
+    fc = forecast.forecast(jobs, history, args.gpu_power_w)
+    print(json.dumps(fc.to_dict(), indent=2) if args.json else forecast.render(fc))
+
+
+def cmd_provenance(args: argparse.Namespace) -> None:
+    from joulebench.provenance import render
+
+    record = json.loads(Path(args.record).read_text())
+    if args.json:
+        keys = ("config_id", "config_hash", "started_at", "finished_at", "meter", "provenance")
+        print(json.dumps({k: record.get(k) for k in keys}, indent=2))
+    else:
+        print(render(record))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,7 +283,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     pv = sub.add_parser("provenance", help="print where a result record came from")
     pv.add_argument("record")
+    pv.add_argument("--json", action="store_true", help="the raw provenance as JSON")
     pv.set_defaults(func=cmd_provenance)
+
+    fc = sub.add_parser(
+        "forecast",
+        help="what a study will cost (jobs, GPU-hours, energy) from a snakemake dry run",
+        description="Runs `snakemake --dry-run SNAKEMAKE_ARGS` (or reads --dry-run FILE) and "
+        "prints jobs per rule, scheduler submissions, GPU-hours from the requested runtimes "
+        "and, where results exist, from measured durations of similar configurations.",
+    )
+    fc.add_argument("--dry-run", help="saved `snakemake --dry-run` output ('-': stdin)")
+    fc.add_argument("--results", default="results", help="results directory with history")
+    fc.add_argument(
+        "--gpu-power-w",
+        type=float,
+        default=700.0,
+        help="power per GPU for the upper energy bound (default: 700, H100 SXM)",
+    )
+    fc.add_argument("--json", action="store_true", help="machine-readable output")
+    fc.add_argument(
+        "snakemake_args",
+        nargs=argparse.REMAINDER,
+        help="arguments for snakemake (after --), e.g. -- --workflow-profile slurm",
+    )
+    fc.set_defaults(func=cmd_forecast)
     return parser
 
 
