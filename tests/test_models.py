@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import TINY_OVERRIDES
 from joulebench import models, precisions
 from joulebench.errors import ConfigError, ModelSourceError
 
@@ -88,3 +89,16 @@ def test_local_source_links_the_directory(tiny_model: Path, tmp_path: Path) -> N
     assert out.is_symlink() and (out / "config.json").is_file()
     with pytest.raises(ConfigError, match=r"has no config\.json"):
         models.check_local(tmp_path)
+
+
+def test_parameter_count_matches_the_built_model(tiny_model: Path) -> None:
+    from joulebench.models import PRESETS, architecture, parameter_count
+    from joulebench.precisions import get_precision, weight_bytes
+
+    built = weight_bytes(tiny_model, get_precision("fp32"))["parameters"]
+    assert parameter_count(architecture("tiny-llama", TINY_OVERRIDES)) == built
+    # published sizes of the real models whose shapes the presets copy
+    assert parameter_count(PRESETS["llama-3.1-8b"]) == 8_030_261_248
+    assert parameter_count(PRESETS["qwen2.5-0.5b"]) == 494_032_768
+    with pytest.raises(ConfigError, match="allowed: llama, qwen2"):
+        parameter_count({**PRESETS["tiny-llama"], "model_type": "gpt2"})

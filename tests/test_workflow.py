@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +42,9 @@ STUDY: dict[str, Any] = {
 }
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def snakemake(
+    workdir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -58,6 +61,7 @@ def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -75,9 +79,9 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
-def planned(workdir: Path) -> dict[str, list[str]]:
+def planned(workdir: Path, env: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Dry run: the outputs each rule would (re)make."""
-    run = snakemake(workdir, "--dry-run")
+    run = snakemake(workdir, "--dry-run", env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     jobs: dict[str, list[str]] = {}
     rule = None
@@ -160,6 +164,92 @@ def test_changing_a_measurement_setting_reruns_every_benchmark(study: Path) -> N
         write_config(study, STUDY)
     assert len(jobs["benchmark"]) == 4
     assert "prepare_model" not in jobs and "describe_variant" not in jobs
+
+
+def edited_package(tmp_path: Path, relpath: str) -> dict[str, str]:
+    """A copy of the package with ``relpath`` edited, as the environment that imports it."""
+    shutil.copytree(
+        REPO / "workflow" / "joulebench",
+        tmp_path / "joulebench",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    shutil.copytree(REPO / "workflow" / "schemas", tmp_path / "schemas")
+    edited = tmp_path / "joulebench" / relpath
+    edited.write_text(edited.read_text() + "\n# an edit\n")
+    return {"PYTHONPATH": str(tmp_path)}
+
+
+def test_an_engine_code_change_reruns_every_benchmark_only(study: Path, tmp_path: Path) -> None:
+    jobs = planned(study, env=edited_package(tmp_path, "engines/hf_transformers.py"))
+    assert len(jobs["benchmark"]) == 4
+    assert set(jobs) == {"benchmark", "aggregate", "plot", "findings", "all"}
+
+
+def test_a_plotting_code_change_reruns_only_plots_and_findings(
+    study: Path, tmp_path: Path
+) -> None:
+    jobs = planned(study, env=edited_package(tmp_path, "plots.py"))
+    assert set(jobs) == {"plot", "findings", "all"} and len(jobs["plot"]) == 2
+
+
+def test_report_is_self_contained_with_figures_and_table(study: Path) -> None:
+    run = snakemake(study, "--report", "report.html")
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (study / "report.html").read_text()
+    assert "summary.csv" in html and "energy_per_token_vs_batch" in html
+    assert "e2e" in html, "the study name from workflow.rst"
+    assert 'src="http' not in html, "a self-contained report loads nothing from the web"
+
+
+def test_slurm_template_profile_spells_gpus_both_ways(tmp_path: Path) -> None:
+    cfg = yaml.safe_load((REPO / "config" / "gpu.yaml").read_text())
+    write_config(tmp_path, cfg)
+    profile = ["--workflow-profile", str(REPO / "profiles" / "slurm")]
+    site = {"JOULEBENCH_SLURM_PARTITION": "gpu-part", "JOULEBENCH_SLURM_GPU_MODEL": "h100"}
+
+    def benchmark_resources(env: dict[str, str]) -> list[str]:
+        run = snakemake(tmp_path, "--dry-run", *profile, env=env)
+        assert run.returncode == 0, run.stderr[-3000:]
+        blocks = run.stdout.split("rule benchmark:")[1:]
+        assert len(blocks) == 18
+        return [re.search(r"resources: (.*)", b).group(1) for b in blocks]
+
+    for res in benchmark_resources(site):
+        assert "gpu=1" in res and "gpu_model=h100" in res and "gres" not in res
+        assert "slurm_partition=gpu-part" in res and "cpus_per_task=8" in res
+    for res in benchmark_resources({**site, "JOULEBENCH_SLURM_GPU": "gres"}):
+        assert "gpu=0" in res and "gres=gpu:h100:1" in res
+    bad = snakemake(tmp_path, "--dry-run", *profile, env={"JOULEBENCH_SLURM_GPU": "cuda"})
+    assert bad.returncode != 0
+    assert "JOULEBENCH_SLURM_GPU='cuda' is not allowed; allowed: gpus, gres" in bad.stderr
+
+
+def test_forecast_of_the_gpu_study_groups_benchmarks(tmp_path: Path) -> None:
+    cfg = yaml.safe_load((REPO / "config" / "gpu.yaml").read_text())
+    write_config(tmp_path, cfg)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "joulebench",
+            "forecast",
+            "--results",
+            str(tmp_path / "results"),
+            "--",
+            "-s",
+            str(REPO / "Snakefile"),
+            "-d",
+            str(tmp_path),
+            "--workflow-profile",
+            str(REPO / "profiles" / "slurm"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "JOULEBENCH_SLURM_GROUP": "9"},
+    ).stdout
+    assert re.search(r"^benchmark\s+18\s+sched\s+1\s+9\.00\s+9\.00$", out, re.MULTILINE), out
+    assert "jobs: 30; scheduler submissions: 4 (group bench: 2)" in out
 
 
 @pytest.mark.parametrize(("path", "value", "key", "fragment"), BAD_VALUES)

@@ -50,9 +50,13 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
         "bench.py",
         "config.py",
         "engines",
+        "memory.py",
         "meters.py",
         "precisions.py",
     ),
+    "aggregate": ("analysis.py", "derived.py", "stats.py"),
+    "plot": ("plots.py", "derived.py", "analysis.py"),
+    "findings": ("findings.py", "derived.py", "analysis.py", "plots.py"),
 }
 
 

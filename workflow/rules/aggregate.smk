@@ -21,6 +21,7 @@ rule aggregate:
         "logs/aggregate.log",
     params:
         analysis=analysis_json(),
+        code=CODE["aggregate"],
     run:
         joulebench(
             "aggregate",

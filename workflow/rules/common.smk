@@ -21,7 +21,10 @@ except ConfigError as err:
 
 #: Hash of the package sources each step runs, passed as a param: Snakemake's code trigger sees
 #: only `run:` blocks, so without it an edit to the engine or meters would rerun nothing.
-CODE = {step: source_hash(step) for step in ("prepare-model", "variant", "bench")}
+CODE = {
+    step: source_hash(step)
+    for step in ("prepare-model", "variant", "bench", "aggregate", "plot", "findings")
+}
 
 #: GPUs per benchmark job: one on a `device: cuda` study, none otherwise (`auto` asks for none,
 #: so a cluster never spends GPU hours on a maybe). Profiles pick the scheduler's spelling

@@ -26,6 +26,7 @@ rule plot:
         "logs/plots/{figure}.log",
     params:
         stem=lambda wildcards, output: output.html.removesuffix(".html"),
+        code=CODE["plot"],
     run:
         joulebench(
             "plot",

@@ -20,6 +20,7 @@ rule findings:
         "logs/report/findings.log",
     params:
         analysis=analysis_json(),
+        code=CODE["findings"],
     run:
         joulebench(
             "findings",
