@@ -77,7 +77,9 @@ def test_bench_by_hand_writes_a_record_with_provenance(
     assert "J/token" in capsys.readouterr().out
     rc = main(["provenance", str(out)])
     assert rc == 0
-    assert '"config_hash"' in capsys.readouterr().out
+    assert f"config hash               {rec['config_hash']}" in capsys.readouterr().out
+    assert main(["provenance", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config_hash"] == rec["config_hash"]
 
 
 def test_bad_precision_exits_with_a_message(tiny_model: Path, tmp_path: Path, caplog) -> None:

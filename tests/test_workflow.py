@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 import yaml
 from conftest import REPO, TINY_OVERRIDES
+from joulebench.plots import FIGURES
 from test_config import BAD_VALUES, with_change
 
 pytestmark = pytest.mark.slow
@@ -185,11 +186,9 @@ def test_an_engine_code_change_reruns_every_benchmark_only(study: Path, tmp_path
     assert set(jobs) == {"benchmark", "aggregate", "plot", "findings", "all"}
 
 
-def test_a_plotting_code_change_reruns_only_plots_and_findings(
-    study: Path, tmp_path: Path
-) -> None:
+def test_a_plotting_code_change_reruns_only_plots_and_findings(study: Path, tmp_path: Path) -> None:
     jobs = planned(study, env=edited_package(tmp_path, "plots.py"))
-    assert set(jobs) == {"plot", "findings", "all"} and len(jobs["plot"]) == 2
+    assert set(jobs) == {"plot", "findings", "all"} and len(jobs["plot"]) == len(FIGURES)
 
 
 def test_report_is_self_contained_with_figures_and_table(study: Path) -> None:
@@ -249,7 +248,7 @@ def test_forecast_of_the_gpu_study_groups_benchmarks(tmp_path: Path) -> None:
         env={**os.environ, "JOULEBENCH_SLURM_GROUP": "9"},
     ).stdout
     assert re.search(r"^benchmark\s+18\s+sched\s+1\s+9\.00\s+9\.00$", out, re.MULTILINE), out
-    assert "jobs: 30; scheduler submissions: 4 (group bench: 2)" in out
+    assert "jobs: 32; scheduler submissions: 4 (group bench: 2)" in out
 
 
 @pytest.mark.parametrize(("path", "value", "key", "fragment"), BAD_VALUES)
