@@ -31,6 +31,19 @@ def test_generate_makes_exactly_the_tokens_asked(engine) -> None:
     engine.generate(inputs, 12)  # raises GenerationError on any other count
 
 
+def test_first_token_is_marked_once_between_start_and_end(engine) -> None:
+    import time
+
+    inputs = engine.make_inputs(4, 8, seed=0)
+    marks: list[float] = []
+    start = time.perf_counter()
+    engine.generate(inputs, 6, on_first_token=lambda: marks.append(time.perf_counter()))
+    end = time.perf_counter()
+    assert len(marks) == 1 and start < marks[0] < end
+    engine.generate(inputs, 1, on_first_token=lambda: marks.append(time.perf_counter()))
+    assert len(marks) == 2  # a 1-token generation: its only token is the first
+
+
 def test_engine_facts(engine) -> None:
     info = engine.describe()
     assert info["dtype"] == "bfloat16" and info["device"] == "cpu"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from joulebench.precisions import Precision
@@ -24,8 +25,14 @@ class Engine(Protocol):
     def make_inputs(self, batch_size: int, input_len: int, seed: int) -> Any:
         """A batch of prompts of exactly ``input_len`` tokens each, reproducible from ``seed``."""
 
-    def generate(self, inputs: Any, new_tokens: int) -> None:
-        """Generate exactly ``new_tokens`` tokens per prompt (no early stop) and wait for them."""
+    def generate(
+        self, inputs: Any, new_tokens: int, on_first_token: Callable[[], None] | None = None
+    ) -> None:
+        """Generate exactly ``new_tokens`` tokens per prompt (no early stop) and wait for them.
+
+        ``on_first_token`` is called once, as soon as the first new token is on the host: the
+        boundary between prefill and decode.
+        """
 
     def synchronize(self) -> None:
         """Wait until queued device work is done (called at every window edge)."""

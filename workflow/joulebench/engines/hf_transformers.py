@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import resource
+from collections.abc import Callable
 from typing import Any
 
 from joulebench.engines.base import GenerationError
@@ -75,11 +76,19 @@ class TransformersEngine:
         ids = allowed[picks].to(self.device)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
-    def generate(self, inputs: dict[str, Any], new_tokens: int) -> None:
+    def generate(
+        self,
+        inputs: dict[str, Any],
+        new_tokens: int,
+        on_first_token: Callable[[], None] | None = None,
+    ) -> None:
         import torch
 
+        streamer = _FirstTokenStreamer(on_first_token) if on_first_token else None
         with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=self._config_for(new_tokens))
+            out = self.model.generate(
+                **inputs, generation_config=self._config_for(new_tokens), streamer=streamer
+            )
         produced = out.shape[1] - inputs["input_ids"].shape[1]
         if produced != new_tokens:
             raise GenerationError(f"asked for {new_tokens} new tokens, got {produced}")
@@ -125,3 +134,24 @@ class TransformersEngine:
             "torch_threads": torch.get_num_threads(),
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
         }
+
+
+class _FirstTokenStreamer:
+    """A transformers streamer that calls back when the first new token reaches the host.
+
+    ``generate`` hands a streamer the prompt first, then each step's tokens (already copied to
+    the host, so on CUDA the prefill kernels have finished): the second ``put`` is the
+    prefill/decode boundary.
+    """
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self._callback = callback
+        self._puts = 0
+
+    def put(self, value: Any) -> None:
+        self._puts += 1
+        if self._puts == 2:
+            self._callback()
+
+    def end(self) -> None:
+        pass
