@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
+import pytest
 from joulebench.cli import main
 
 
@@ -58,6 +60,10 @@ def test_bench_by_hand_writes_a_record_with_provenance(
             "2",
             "--min-window-s",
             "0.05",
+            "--idle-s",
+            "0.2",
+            "--sample-hz",
+            "50",
             "--out",
             str(out),
             "--quiet",
@@ -75,6 +81,18 @@ def test_bench_by_hand_writes_a_record_with_provenance(
     assert set(prov["git"]) == {"commit", "dirty"}
     assert prov["host"]["hostname"]
     assert rec["started_at"] < rec["finished_at"]
+    # the measurement method, and the power trace beside the record
+    info = rec["energy_method"]
+    assert info["meter"] == "estimate" and info["sample_hz"] == 50
+    assert info["power_fields"] == {"cpu": "model:process_cpu_time"}
+    assert info["idle"]["duration_s"] == pytest.approx(0.2, abs=0.05)
+    assert info["trace_file"] == "rec.trace.parquet"
+    trace = pl.read_parquet(tmp_path / "rec.trace.parquet")
+    assert trace.height == info["trace_samples"] > 10
+    assert set(trace["device"]) == {"cpu"}
+    full = [r for r in rec["runs"] if r["phase"] == "full"]
+    assert all(r["direct_energy_j"] > 0 and r["conservation_pct"] is not None for r in full)
+    assert all(r["net_energy_j"] < r["energy_j"] for r in full)
     assert "J/token" in capsys.readouterr().out
     rc = main(["provenance", str(out)])
     assert rc == 0
@@ -108,3 +126,10 @@ def test_validate_lists_the_matrix(capsys) -> None:
     out = capsys.readouterr().out
     assert "9 benchmark configurations" in out
     assert "tiny-llama/cpu-int8/transformers/bs16_in64_out32" in out
+
+
+def test_bad_meter_list_exits_with_a_message(tiny_model: Path, tmp_path: Path, caplog) -> None:
+    args = ["bench", "--model-dir", str(tiny_model), "--precision", "fp32", "--meter"]
+    rc = main([*args, "nvml,zeus", "--out", str(tmp_path / "r.json")])
+    assert rc == 2
+    assert "unknown meter 'zeus'" in caplog.text

@@ -68,6 +68,15 @@ BAD_VALUES: list[tuple[str, Any, str, str]] = [
     ("device", "tpu", "device", "allowed: cpu, cuda, auto"),
     ("engines", ["tgi"], "engines[0]", "allowed: transformers"),
     ("measurement.meter", "codecarbon", "measurement.meter", "allowed: auto"),
+    ("measurement.meter", ["nvml", "zeus"], "measurement.meter", "unknown meter 'zeus'"),
+    ("measurement.meter", ["auto", "rapl"], "measurement.meter", "cannot be combined"),
+    ("measurement.meter", ["rapl", "estimate"], "measurement.meter", "pick one"),
+    ("measurement.meter", [], "measurement.meter", "non-empty"),
+    ("measurement.meter", 3, "measurement.meter", "not of type"),
+    ("measurement.sample_hz", -1, "measurement.sample_hz", "minimum"),
+    ("measurement.sample_hz", 5000, "measurement.sample_hz", "maximum"),
+    ("measurement.idle_s", -2, "measurement.idle_s", "minimum"),
+    ("measurement.idle_s", "long", "measurement.idle_s", "not of type"),
     ("measurement.repetitions", 1, "measurement.repetitions", "minimum"),
     ("measurement.warmup", 2, "measurement.warmup", "unknown key"),
     ("measurement.cpu_estimate.tdp_w", 0, "measurement.cpu_estimate.tdp_w", "invalid"),
@@ -147,3 +156,13 @@ def test_default_study_config_is_valid() -> None:
 
     cfg = config.load(REPO / "config" / "config.yaml")
     assert len(config.expand(cfg)) == 9
+
+
+def test_meter_may_be_one_name_or_a_list() -> None:
+    cfg = config.validate(copy.deepcopy(BASE))
+    assert cfg["measurement"]["meter"] == "auto"
+    assert cfg["measurement"]["sample_hz"] == 20
+    assert cfg["measurement"]["idle_s"] is None
+    cfg = config.validate(with_change("measurement.meter", ["nvml", "rapl"]))
+    assert cfg["measurement"]["meter"] == ["nvml", "rapl"]
+    assert config.expand(cfg)[0].measurement["meter"] == ["nvml", "rapl"]

@@ -44,10 +44,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
             raise JoulebenchError(f"bench needs --spec-json or --{' --'.join(missing)}")
         m = _section_defaults("measurement")
         overrides = {
-            "meter": args.meter,
+            "meter": _meter_arg(args.meter),
             "warmup_runs": args.warmup,
             "repetitions": args.repetitions,
             "min_window_s": args.min_window_s,
+            "sample_hz": args.sample_hz,
+            "idle_s": args.idle_s,
         }
         m |= {k: v for k, v in overrides.items() if v is not None}
         spec = BenchSpec(
@@ -62,26 +64,63 @@ def cmd_bench(args: argparse.Namespace) -> None:
             measurement=m,
         )
     variant = json.loads(Path(args.variant).read_text()) if args.variant else None
+    trace_out = args.trace_out or args.out.with_suffix(".trace.parquet")
     record = bench.run(
-        spec, str(args.model_dir), variant, progress=not args.quiet, threads=args.threads
+        spec,
+        str(args.model_dir),
+        variant,
+        progress=not args.quiet,
+        threads=args.threads,
+        trace_out=trace_out,
     )
     write_json(args.out, record)
     _print_record_summary(record)
     log.info("wrote %s", args.out)
 
 
-def _print_record_summary(record: dict[str, Any]) -> None:
+def _meter_arg(value: str | None) -> str | list[str] | None:
+    """``--meter nvml,rapl`` → a list; one name stays a name."""
+    if value is None:
+        return None
+    from joulebench.meters import meter_names
+
+    names = meter_names([v.strip() for v in value.split(",") if v.strip()], key="--meter")
+    return names[0] if len(names) == 1 else names
+
+
+def _median(values: list[float | None]) -> float:
     from statistics import median
 
+    present = [v for v in values if v is not None]
+    return median(present) if present else float("nan")
+
+
+def _per_token(run: dict[str, Any], key: str) -> float | None:
+    return None if run.get(key) is None else run[key] / run["tokens"]
+
+
+def _print_record_summary(record: dict[str, Any]) -> None:
     if record["status"] != "ok":
         print(f"{record['config_id']}  {record['status']}: {record['reason']}")
         return
-    print(f"{record['config_id']}  (meter: {record['meter']['source']})")
+    info = record["energy_method"]
+    idle = info["idle"]["power_w"] if info["idle"] else float("nan")
+    print(
+        f"{record['config_id']}  (meter: {record['meter']['source']}, "
+        f"trace {info['sample_hz']} Hz, idle {idle:.4g} W)"
+    )
+    print("  phase    J/token (subtraction  direct  net)   tokens/s  trace-vs-meter")
     for phase in ("prefill", "decode", "full"):
         runs = [r for r in record["runs"] if r["phase"] == phase]
-        j_tok = median(r["energy_j"] / r["tokens"] for r in runs)
-        tps = median(r["tokens"] / r["time_s"] for r in runs)
-        print(f"  {phase:8s} median {j_tok:.4g} J/token  {tps:.4g} tokens/s  over {len(runs)} reps")
+        j_tok = _median([r["energy_j"] / r["tokens"] for r in runs])
+        direct = _median([_per_token(r, "direct_energy_j") for r in runs])
+        net = _median([_per_token(r, "net_energy_j") for r in runs])
+        tps = _median([r["tokens"] / r["time_s"] for r in runs])
+        cons = _median([r["conservation_pct"] for r in runs])
+        print(
+            f"  {phase:8s} {j_tok:10.4g} {direct:10.4g} {net:8.4g}   {tps:9.4g}  {cons:+.2f}%"
+            f"   (median over {len(runs)} reps)"
+        )
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> None:
@@ -152,6 +191,17 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     summary = pl.read_parquet(args.summary)
     chart = plots.FIGURES[args.figure](summary)
+    for path in plots.save(chart, Path(args.out_stem)):
+        log.info("wrote %s", path)
+
+
+def cmd_plot_power(args: argparse.Namespace) -> None:
+    import polars as pl
+
+    from joulebench import plots
+
+    record = json.loads(Path(args.record).read_text())
+    chart = plots.power_over_time(record, pl.read_parquet(args.trace))
     for path in plots.save(chart, Path(args.out_stem)):
         log.info("wrote %s", path)
 
@@ -232,7 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=1)
     b.add_argument("--input-len", type=int, default=64)
     b.add_argument("--output-len", type=int, default=64)
-    b.add_argument("--meter", choices=["auto", "nvml", "estimate"])
+    b.add_argument(
+        "--meter", help="auto, nvml, rapl or estimate; several at once with commas: nvml,rapl"
+    )
+    b.add_argument("--sample-hz", type=float, help="power trace rate (0 = no trace)")
+    b.add_argument("--idle-s", type=float, help="idle baseline seconds (default: by meter)")
+    b.add_argument(
+        "--trace-out", type=Path, help="power trace parquet (default: beside --out, .trace.parquet)"
+    )
     b.add_argument("--warmup", type=int)
     b.add_argument("--repetitions", type=int)
     b.add_argument("--min-window-s", type=float)
@@ -273,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--summary", required=True)
     f.add_argument("--out-stem", required=True, help="output path without suffix")
     f.set_defaults(func=cmd_plot)
+
+    pp = sub.add_parser("plot-power", help="draw one run's power over time, phases shaded")
+    pp.add_argument("record", help="the run's record (JSON)")
+    pp.add_argument("--trace", required=True, help="the run's power trace (parquet)")
+    pp.add_argument("--out-stem", required=True, help="output path without suffix")
+    pp.set_defaults(func=cmd_plot_power)
 
     c = sub.add_parser("validate", help="check a config file and list its configurations")
     c.add_argument("configfile")

@@ -94,6 +94,7 @@ def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
             raise ConfigError(f"{key}.name", f"duplicate model name '{model['name']}'")
         seen.add(model["name"])
         _check_model_source(model, key, base_dir)
+    _check_meter(config["measurement"]["meter"])
     for i, name in enumerate(config["precisions"]):
         check_device(get_precision(name, f"precisions[{i}]"), config["device"], f"precisions[{i}]")
     get_precision(config["analysis"]["baseline"]["precision"], "analysis.baseline.precision")
@@ -106,6 +107,18 @@ def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
                 f"input {max(config['input_lengths'])} + output {max(config['output_lengths'])} "
                 f"tokens exceed the context of models[{i}] '{model['name']}' ({context})",
             )
+
+
+def _check_meter(value: str | list[str]) -> None:
+    from joulebench.errors import MeterError
+    from joulebench.meters import meter_names
+
+    try:
+        meter_names(value)
+    except MeterError as err:
+        raise ConfigError(
+            "measurement.meter", str(err).removeprefix("measurement.meter: ")
+        ) from None
 
 
 _SOURCE_KEYS = {"synthetic": ("architecture",), "hub": ("repo", "revision"), "local": ("path",)}
