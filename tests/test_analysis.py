@@ -72,3 +72,38 @@ def test_meter_label_marks_estimates() -> None:
 def test_no_records_is_an_error() -> None:
     with pytest.raises(ValueError, match="no result records"):
         analysis.measurements([])
+
+
+def test_new_quantities_are_summarised_and_old_records_still_aggregate() -> None:
+    traced = make_record("fp32", 2, REPS)
+    traced["energy_method"] = {
+        "power_fields": {"cuda:0": "NVML_FI_DEV_POWER_INSTANT"},
+        "sample_hz": 20.0,
+    }
+    for run in traced["runs"]:
+        run["idle_power_w"] = 5.0
+        run["net_energy_j"] = run["energy_j"] - 5.0 * run["time_s"]
+        if run["phase"] != "decode":
+            run["conservation_pct"] = 1.0 + run["rep"]  # 1, 2, 3 %
+        if run["phase"] == "prefill":
+            run["direct_energy_j"] = run["energy_j"] * 0.9
+            run["direct_vs_subtraction_pct"] = -10.0
+    old = make_record("bf16", 8, REPS[:2])  # a record from before traces: no such fields
+    tidy = analysis.measurements([traced, old])
+    row = tidy.filter(precision="fp32", rep=1, phase="prefill").row(0, named=True)
+    assert row["net_energy_j"] == pytest.approx(2.0 - 5.0 * 0.2)
+    assert row["net_j_per_token"] == pytest.approx((2.0 - 1.0) / (2 * 16))
+    assert row["direct_j_per_token"] == pytest.approx(1.8 / (2 * 16))
+    assert row["power_field"] == "NVML_FI_DEV_POWER_INSTANT"
+    summary = analysis.summarize(tidy)
+    pre = summary.filter(precision="fp32", phase="prefill").row(0, named=True)
+    assert pre["conservation_pct_mean"] == pytest.approx(2.0)
+    assert pre["conservation_pct_ci_high"] - 2.0 == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert pre["direct_vs_subtraction_pct_mean"] == pytest.approx(-10.0)
+    assert pre["idle_power_w_mean"] == 5.0 and pre["sample_hz"] == 20.0
+    dec = summary.filter(precision="fp32", phase="decode").row(0, named=True)
+    assert dec["conservation_pct_mean"] is None and dec["direct_energy_j_mean"] is None
+    assert dec["net_energy_j_mean"] == pytest.approx(12.0 - 5.0 * 1.2)  # mean of 3 reps
+    untraced = summary.filter(precision="bf16")
+    assert untraced["net_energy_j_mean"].null_count() == untraced.height
+    assert untraced["energy_j_mean"].null_count() == 0

@@ -23,3 +23,47 @@ def test_figures_render_to_html_and_png(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"{n}.{e}" for n in plots.FIGURES for e in ("html", "png", "svg")
     )
+
+
+def test_power_over_time_shades_the_phases(tmp_path: Path) -> None:
+    import polars as pl
+    from joulebench.trace import frame
+
+    record = make_record("bf16", 1, REPS)
+    record["config_id"] = "m/bf16/transformers/bs1_in16_out8"
+    record["energy_method"] = {
+        "timeline": [
+            {"label": "idle", "start_s": 0.0, "end_s": 1.0},
+            {"label": "warmup", "start_s": 1.0, "end_s": 2.0},
+        ],
+        "idle": {"power_w": 60.0, "duration_s": 1.0},
+        "power_fields": {"cuda:0": "NVML_FI_DEV_POWER_INSTANT"},
+        "sample_hz": 20.0,
+    }
+    for run in record["runs"]:
+        if run["phase"] == "prefill":
+            run |= {"start_s": 2.0, "end_s": 2.1, "calls": [[2.0, float("nan"), 2.1]]}
+        if run["phase"] == "full":
+            run |= {"start_s": 2.1, "end_s": 3.0, "calls": [[2.1, 2.2, 3.0]]}
+    intervals = plots._intervals(record)
+    assert intervals.filter(pl.col("interval") == "decode").row(0) == ("decode", 2.2, 3.0)
+    assert set(intervals["interval"]) == {"idle", "warmup", "prefill", "decode"}
+    trace = frame(
+        [
+            {
+                "t_s": i / 20,
+                "device": "cuda:0",
+                "source": "nvml",
+                "power_w": 60.0 + i,
+                "power_field": "NVML_FI_DEV_POWER_INSTANT",
+                "interpolation": "instant",
+            }
+            for i in range(61)
+        ]
+    )
+    html, png, svg = plots.save(plots.power_over_time(record, trace), tmp_path / "power")
+    assert "<svg" in svg.read_text()
+    text = html.read_text()
+    assert "Power over time" in text and "decode" in text and "idle 60.0 W" in text
+    assert "[estimate]" in text  # make_record's source is the estimate
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

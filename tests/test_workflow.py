@@ -104,6 +104,11 @@ def test_tables_plots_and_records_exist(study: Path) -> None:
         assert (results / "plots" / f"{fig}.png").read_bytes()[:4] == b"\x89PNG"
     records = sorted((results / "records").rglob("*.json"))
     assert len(records) == 4
+    for record in records:  # every run's power trace beside its record, and its chart
+        assert record.with_suffix(".trace.parquet").stat().st_size > 0
+        chart = results / "plots" / "power" / record.relative_to(results / "records")
+        assert "Power over time" in chart.with_suffix(".html").read_text()
+        assert chart.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((results / "benchmarks" / "benchmark").rglob("*.tsv"))) == 4
     assert (study / "logs" / "aggregate.log").is_file()
 
@@ -120,6 +125,15 @@ def test_numbers_are_sane(study: Path) -> None:
         j = decode.filter(precision=precision)["j_per_token_mean"].to_list()
         assert j[-1] < j[0], f"{precision}: decode J/token did not fall with batching: {j}"
     assert set(summary["host"]) and summary["git_commit"].dtype == pl.String
+    # idle baseline, direct phases and the conservation check reach the summary
+    assert (summary["idle_power_w_mean"] >= 10.0).all()  # the estimate's idle_w, at least
+    assert (summary["net_energy_j_mean"] < summary["energy_j_mean"]).all()
+    phases = summary.filter(pl.col("phase") != "full")
+    assert phases["direct_energy_j_mean"].null_count() == 0
+    assert phases["direct_vs_subtraction_pct_mean"].null_count() == 0
+    full = summary.filter(phase="full")
+    assert (full["conservation_pct_mean"].abs() < 10).all()  # same model, sampled at 20 Hz
+    assert set(summary["power_field"]) == {"model:process_cpu_time"}
 
 
 def test_nothing_to_do_when_unchanged(study: Path) -> None:
@@ -138,7 +152,11 @@ def test_changing_one_batch_size_reruns_only_its_job(study: Path) -> None:
         "results/records/tiny/bf16/transformers/bs4_in16_out8.json",
         "results/records/tiny/fp32/transformers/bs4_in16_out8.json",
     ]
-    assert set(jobs) == {"benchmark", "aggregate", "plot", "findings", "all"}
+    assert sorted(jobs["plot_power"]) == [
+        "results/plots/power/tiny/bf16/transformers/bs4_in16_out8.html",
+        "results/plots/power/tiny/fp32/transformers/bs4_in16_out8.html",
+    ]
+    assert set(jobs) == {"benchmark", "aggregate", "plot", "plot_power", "findings", "all"}
 
 
 def test_adding_a_precision_runs_only_its_variant_and_jobs(study: Path) -> None:

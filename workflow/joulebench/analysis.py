@@ -31,7 +31,37 @@ CONFIG_COLUMNS = [
 #: Columns that say which environment produced a result, kept so results can be grouped by it.
 ENV_COLUMNS = ["host", "gpu_name", "joulebench_version", "git_commit", "torch_version"]
 #: Metrics summarised over repetitions.
-METRICS = ["energy_j", "time_s", "j_per_token", "tokens_per_s", "avg_power_w", "j_per_request"]
+METRICS = [
+    "energy_j",
+    "time_s",
+    "j_per_token",
+    "tokens_per_s",
+    "avg_power_w",
+    "j_per_request",
+    # idle baseline: net = gross − idle power × duration
+    "idle_power_w",
+    "net_energy_j",
+    "net_j_per_token",
+    # phases measured directly from the power trace, and their gap to the subtraction method
+    "direct_energy_j",
+    "direct_time_s",
+    "direct_j_per_token",
+    "direct_vs_subtraction_pct",
+    # conservation: trace integral vs the meter's own figure over the same window
+    "conservation_pct",
+]
+#: Per-run measurement quantities of a record (null where a run has none, e.g. no trace).
+TRACE_QUANTITIES = (
+    "idle_power_w",
+    "net_energy_j",
+    "trace_energy_j",
+    "conservation_pct",
+    "direct_energy_j",
+    "direct_time_s",
+    "direct_vs_subtraction_pct",
+)
+#: How the energy was measured, per record (kept in the summary beside the meter source).
+METHOD_COLUMNS = ["power_field", "sample_hz"]
 PHASES = ["prefill", "decode", "full"]
 
 
@@ -75,7 +105,15 @@ def _config_row(rec: dict[str, Any]) -> dict[str, Any]:
         "joulebench_version": prov["joulebench_version"],
         "git_commit": prov["git"]["commit"],
         "torch_version": prov["packages"].get("torch"),
+        **_method(rec),
     }
+
+
+def _method(record: dict[str, Any]) -> dict[str, Any]:
+    """Power field(s) and trace rate of a record (records before traces have neither)."""
+    info = record.get("energy_method") or {}
+    fields = sorted(set((info.get("power_fields") or {}).values()))
+    return {"power_field": ", ".join(fields) or None, "sample_hz": info.get("sample_hz")}
 
 
 def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
@@ -85,7 +123,7 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
     records aggregate in seconds.
     """
     configs: list[dict[str, Any]] = []
-    runs: dict[str, list[Any]] = {k: [] for k in ("_record", *RUN_FIELDS)}
+    runs: dict[str, list[Any]] = {k: [] for k in ("_record", *RUN_FIELDS, *TRACE_QUANTITIES)}
     for rec in records:
         if rec.get("status", "ok") != "ok":
             continue  # infeasible points have no measurements; see infeasible()
@@ -94,20 +132,25 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
         runs["_record"].extend([index] * len(rec["runs"]))
         for k in RUN_FIELDS:
             runs[k].extend([run[k] for run in rec["runs"]])
+        for k in TRACE_QUANTITIES:  # absent from records made before power traces
+            runs[k].extend([run.get(k) for run in rec["runs"]])
     if not runs["_record"]:
         raise ValueError("no result records with measurements to aggregate")
     config_df = pl.DataFrame(configs, infer_schema_length=None).with_row_index("_record")
     df = (
         pl.DataFrame(runs, strict=False)
-        .with_columns(pl.col("_record").cast(pl.UInt32))
+        .with_columns(pl.col("_record").cast(pl.UInt32), pl.col(TRACE_QUANTITIES).cast(pl.Float64))
         .join(config_df, on="_record", how="left")
         .drop("_record")
+        .with_columns(pl.col("sample_hz").cast(pl.Float64), pl.col("power_field").cast(pl.String))
     )
     return df.with_columns(
         tokens_per_s=pl.col("tokens") / pl.col("time_s"),
         j_per_token=pl.col("energy_j") / pl.col("tokens"),
         avg_power_w=pl.col("energy_j") / pl.col("time_s"),
         j_per_request=pl.col("energy_j") / pl.col("batch_size"),
+        net_j_per_token=pl.col("net_energy_j") / pl.col("tokens"),
+        direct_j_per_token=pl.col("direct_energy_j") / pl.col("tokens"),
     ).sort([*CONFIG_COLUMNS[:8], "phase", "rep"])
 
 
@@ -150,13 +193,25 @@ def summarize(
     """
     keys = [*CONFIG_COLUMNS, "phase", "method"]
     aggs: list[pl.Expr] = [pl.len().alias("n"), pl.col("peak_memory_bytes").max()]
-    aggs += [pl.col(c).first() for c in (*ENV_COLUMNS, "input_tokens", "output_tokens")]
+    aggs += [
+        pl.col(c).first() for c in (*ENV_COLUMNS, *METHOD_COLUMNS, "input_tokens", "output_tokens")
+    ]
     for m in METRICS:
-        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std")]
+        aggs += [
+            pl.col(m).mean().alias(f"{m}_mean"),
+            pl.col(m).std().alias(f"{m}_std"),
+            pl.col(m).count().alias(f"_{m}_n"),  # a metric may be missing in some runs
+        ]
     summary = tidy.group_by(keys).agg(aggs)
-    t_values = {n: t_quantile(0.5 + confidence / 2, n - 1) for n in summary["n"].unique() if n > 1}
-    t = pl.col("n").replace_strict(t_values, default=None, return_dtype=pl.Float64)
-    half = {m: t * pl.col(f"{m}_std") / pl.col("n").sqrt() for m in METRICS}
+    counts = {n for m in METRICS for n in summary[f"_{m}_n"].unique().to_list() if n and n > 1}
+    t_values = {n: t_quantile(0.5 + confidence / 2, n - 1) for n in counts}
+
+    def half_width(m: str) -> pl.Expr:
+        n = pl.col(f"_{m}_n")
+        t = n.replace_strict(t_values, default=None, return_dtype=pl.Float64)
+        return t * pl.col(f"{m}_std") / n.cast(pl.Float64).sqrt()
+
+    half = {m: half_width(m) for m in METRICS}
     summary = summary.with_columns(
         *[(pl.col(f"{m}_mean") - half[m]).alias(f"{m}_ci_low") for m in METRICS],
         *[(pl.col(f"{m}_mean") + half[m]).alias(f"{m}_ci_high") for m in METRICS],
@@ -180,6 +235,7 @@ def summarize(
         *metric_cols,
         "peak_memory_bytes",
         "confidence",
+        *METHOD_COLUMNS,
     ]
     return summary.select([*order, *ENV_COLUMNS]).sort(
         [*CONFIG_COLUMNS[:8], pl.col("phase").replace_strict(PHASES, list(range(3)))]

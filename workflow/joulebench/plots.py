@@ -1,8 +1,13 @@
-"""Figures as altair specs over the summary table, saved as interactive HTML and PNG."""
+"""Figures as altair specs over the summary table, saved as interactive HTML and PNG.
+
+Besides the study-wide figures (``FIGURES``, one per study), ``power_over_time`` draws one run:
+its power trace with the idle, warmup, prefill and decode intervals shaded.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import altair as alt
 import polars as pl
@@ -19,6 +24,15 @@ PRECISION_COLOURS = {
     "cpu-int8": "#e45756",
 }
 PHASE_COLOURS = {"prefill": "#72b7b2", "decode": "#b279a2"}
+#: Shading of a run's timeline in the power chart.
+INTERVAL_COLOURS = {
+    "idle": "#bab0ac",
+    "warmup": "#eeca3b",
+    "prefill": PHASE_COLOURS["prefill"],
+    "decode": PHASE_COLOURS["decode"],
+}
+#: At most this many trace points per device are drawn (evenly thinned beyond it).
+MAX_POINTS_PER_DEVICE = 20_000
 
 
 def _precision_scale(values: list[str]) -> alt.Scale:
@@ -184,6 +198,104 @@ def time_energy_pareto(summary: pl.DataFrame) -> alt.LayerChart:
             subtitle=f"energy source: {meter_label(summary)}; dashed: Pareto frontier; "
             "latency = full generation window of the batch",
         ),
+    )
+
+
+def _intervals(record: dict[str, Any]) -> pl.DataFrame:
+    """The shaded intervals of a run: idle, warmup, 1-token prefill windows, and for every full
+    generation its prefill [start, first token] and decode [first token, end]."""
+    info = record.get("energy_method") or {}
+    spans = [
+        (t["label"], t["start_s"], t["end_s"])
+        for t in info.get("timeline", [])
+        if t["label"] in ("idle", "warmup")
+    ]
+    for run in record["runs"]:
+        if run.get("start_s") is None:
+            continue
+        if run["phase"] == "prefill":
+            spans.append(("prefill", run["start_s"], run["end_s"]))
+        elif run["phase"] == "full":
+            for start, first, end in run.get("calls", []):
+                if first == first:  # not NaN: the first token was marked
+                    spans += [("prefill", start, first), ("decode", first, end)]
+    return pl.DataFrame(
+        spans,
+        schema={"interval": pl.String, "start_s": pl.Float64, "end_s": pl.Float64},
+        orient="row",
+    )
+
+
+def _line_interpolation(trace: pl.DataFrame) -> str:
+    """Interval samples are the mean since the previous sample: draw them as steps."""
+    kinds = set(trace["interpolation"].drop_nulls().to_list())
+    return "step-before" if kinds == {"interval"} else "linear"
+
+
+def power_over_time(record: dict[str, Any], trace: pl.DataFrame) -> alt.LayerChart:
+    """Power of every traced device over one run, with idle/warmup/prefill/decode shaded."""
+    points = trace.filter(pl.col("power_w").is_not_null()).select(
+        "t_s", "device", "source", "power_w", "power_field"
+    )
+    per_device = points.group_by("device").len()["len"].max() or 0
+    if per_device > MAX_POINTS_PER_DEVICE:
+        step = -(-per_device // MAX_POINTS_PER_DEVICE)
+        points = points.filter((pl.int_range(pl.len()).over("device") % step) == 0)
+    info = record.get("energy_method") or {}
+    idle = info.get("idle") or {}
+    source = record["meter"]["source"]
+    label = meter_label(
+        pl.DataFrame({"meter_source": [source]}, schema={"meter_source": pl.String})
+    )
+    fields = ", ".join(sorted(set((info.get("power_fields") or {}).values()))) or "none"
+    subtitle = [
+        f"energy source: {label}; power field: {fields}; {info.get('sample_hz', 0):g} Hz",
+        f"idle {idle['power_w']:.1f} W over {idle['duration_s']:.1f} s"
+        if idle
+        else "no idle baseline",
+    ]
+    shade = (
+        alt.Chart(_intervals(record))
+        .mark_rect(opacity=0.25)
+        .encode(
+            x=alt.X("start_s:Q", title="time since the idle baseline began (s)"),
+            x2="end_s:Q",
+            color=alt.Color(
+                "interval:N",
+                title="interval",
+                scale=alt.Scale(
+                    domain=list(INTERVAL_COLOURS), range=list(INTERVAL_COLOURS.values())
+                ),
+            ),
+        )
+    )
+    line = (
+        alt.Chart(points)
+        .mark_line(interpolate=_line_interpolation(trace), strokeWidth=1)
+        .encode(
+            x="t_s:Q",
+            y=alt.Y("power_w:Q", title="power (W)"),
+            color=alt.Color("device:N", title="device", scale=alt.Scale(scheme="dark2")),
+            tooltip=[
+                "device",
+                "source",
+                "power_field",
+                alt.Tooltip("t_s:Q", format=".3f"),
+                alt.Tooltip("power_w:Q", format=".1f"),
+            ],
+        )
+    )
+    if record.get("status", "ok") != "ok":  # nothing was measured: say why, draw no numbers
+        subtitle = [f"{record['status']}: {record.get('reason')}"]
+    prefix = "[estimate] " if "estimate" in (source or "") else ""
+    return (
+        alt.layer(shade, line)
+        .resolve_scale(color="independent")
+        .properties(
+            width=720,
+            height=260,
+            title=alt.Title(f"{prefix}Power over time: {record['config_id']}", subtitle=subtitle),
+        )
     )
 
 

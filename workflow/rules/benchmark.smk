@@ -1,4 +1,5 @@
 # Stage 3: one job per configuration (model × precision × engine × batch × input × output).
+# Each job writes its record and its power trace (parquet) side by side.
 # A job takes every core it is given, so concurrent jobs never disturb each other's numbers.
 # Resources are cluster-neutral (GPU count, runtime, memory); partitions, accounts and the GPU
 # spelling live in profiles/.
@@ -9,7 +10,8 @@ rule benchmark:
         model="results/models/{model}",
         variant="results/variants/{model}/{precision}.json",
     output:
-        "results/records/{model}/{precision}/{engine}/{point}.json",
+        record="results/records/{model}/{precision}/{engine}/{point}.json",
+        trace="results/records/{model}/{precision}/{engine}/{point}.trace.parquet",
     log:
         "logs/benchmark/{model}/{precision}/{engine}/{point}.log",
     benchmark:
@@ -30,6 +32,7 @@ rule benchmark:
             variant=input.variant,
             spec_json=params.spec,
             threads=threads,
-            out=output[0],
+            out=output.record,
+            trace_out=output.trace,
             quiet=True,
         )

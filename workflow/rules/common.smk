@@ -95,6 +95,11 @@ def final_outputs():
     plots = expand(
         "results/plots/{figure}.{ext}", figure=FIGURES, ext=["html", "png", "svg"]
     )
+    plots += expand(
+        "results/plots/power/{config_id}.{ext}",
+        config_id=SPECS,
+        ext=["html", "png", "svg"],
+    )
     return [
         "results/tables/measurements.parquet",
         "results/tables/measurements_long.parquet",

@@ -1,8 +1,10 @@
-# Stage 5: figures as altair specs over the summary table, as interactive HTML and PNG.
+# Stage 5: figures as altair specs over the summary table, as interactive HTML and PNG,
+# and one power-over-time chart per run (its trace, phases shaded).
 
 
 localrules:
     plot,
+    plot_power,
 
 
 rule plot:
@@ -33,5 +35,36 @@ rule plot:
             log[0],
             wildcards.figure,
             summary=input[0],
+            out_stem=params.stem,
+        )
+
+
+rule plot_power:
+    input:
+        record="results/records/{model}/{precision}/{engine}/{point}.json",
+        trace="results/records/{model}/{precision}/{engine}/{point}.trace.parquet",
+    output:
+        html=report(
+            "results/plots/power/{model}/{precision}/{engine}/{point}.html",
+            caption="../report/power.rst",
+            category="Power traces",
+            labels={
+                "configuration": "{model}/{precision}/{engine}/{point}",
+                "format": "interactive",
+            },
+        ),
+        png="results/plots/power/{model}/{precision}/{engine}/{point}.png",
+        svg="results/plots/power/{model}/{precision}/{engine}/{point}.svg",
+    log:
+        "logs/plots/power/{model}/{precision}/{engine}/{point}.log",
+    params:
+        stem=lambda wildcards, output: output.html.removesuffix(".html"),
+        code=CODE["plot"],
+    run:
+        joulebench(
+            "plot-power",
+            log[0],
+            input.record,
+            trace=input.trace,
             out_stem=params.stem,
         )
