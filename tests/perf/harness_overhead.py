@@ -38,7 +38,7 @@ def main() -> None:
 
     engine = make_engine("transformers", str(model_dir), args.precision, "cpu")
     engine.load()
-    meter = make_meter("auto", "cpu")
+    meter = make_meter("auto", "cpu", sample_hz=20)  # with the power trace, as the study runs
     spec = BenchSpec(
         "perf",
         "tiny-llama",
@@ -48,7 +48,14 @@ def main() -> None:
         b,
         n_in,
         n_out,
-        {"warmup_runs": 0, "repetitions": 1, "min_window_s": 0.0, "cooldown_s": 0.0, "seed": 0},
+        {
+            "warmup_runs": 0,
+            "repetitions": 1,
+            "min_window_s": 0.0,
+            "cooldown_s": 0.0,
+            "seed": 0,
+            "idle_s": 0,
+        },
     )
 
     bare = AutoModelForCausalLM.from_pretrained(
@@ -80,7 +87,7 @@ def main() -> None:
         rates_bare.append(b * n_out / (time.perf_counter() - t))
 
     def run_joulebench() -> None:
-        rows = bench.run_phases(engine, meter, spec, progress=False)
+        rows = bench.run_phases(engine, meter, spec, progress=False).rows
         full = next(r for r in rows if r["phase"] == "full")
         rates_jb.append(full["tokens"] / full["time_s"])
 
