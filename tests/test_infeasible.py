@@ -33,6 +33,7 @@ MEASURE = {
     "threads": 0,
     "memory_guard": False,
     "cpu_estimate": {"idle_w": 1.0, "tdp_w": 2.0},
+    "idle_s": 0,
 }
 
 
@@ -50,11 +51,13 @@ class OomEngine:
     def make_inputs(self, batch_size: int, input_len: int, seed: int) -> Any:
         return None
 
-    def generate(self, inputs: Any, new_tokens: int) -> None:
+    def generate(self, inputs: Any, new_tokens: int, on_first_token: Any = None) -> None:
         if self.batch > 4:
             import torch
 
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        if on_first_token:
+            on_first_token()
 
     def synchronize(self) -> None: ...
     def reset_peak_memory(self) -> None: ...
@@ -83,7 +86,7 @@ def test_oom_becomes_an_infeasible_record(
 
 def test_other_errors_are_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
     class Broken(OomEngine):
-        def generate(self, inputs: Any, new_tokens: int) -> None:
+        def generate(self, inputs: Any, new_tokens: int, on_first_token: Any = None) -> None:
             raise ValueError("a real bug")
 
     monkeypatch.setattr(bench, "make_engine", lambda *a, **k: Broken(1))

@@ -67,3 +67,18 @@ def test_power_over_time_shades_the_phases(tmp_path: Path) -> None:
     assert "Power over time" in text and "decode" in text and "idle 60.0 W" in text
     assert "[estimate]" in text  # make_record's source is the estimate
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_power_chart_of_an_infeasible_run_says_why(tmp_path: Path) -> None:
+    from joulebench.trace import empty_frame
+
+    record = {
+        "status": "infeasible",
+        "reason": "CUDA out of memory",
+        "config_id": "m/fp32/transformers/bs64_in16_out8",
+        "meter": {"source": None},
+        "runs": [],
+        "energy_method": None,
+    }
+    html, _, _ = plots.save(plots.power_over_time(record, empty_frame()), tmp_path / "p")
+    assert "infeasible: CUDA out of memory" in html.read_text()
