@@ -16,6 +16,7 @@ would pass ``--budget-s`` (default 330 s, under the 6 minutes it must take on an
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 lines.append(line)
                 print(line, flush=True)
             del engine
+            gc.collect()
             if args.device == "cuda":
                 torch.cuda.empty_cache()
             if stopped:

@@ -231,7 +231,10 @@ def attribute(run: PhaseRun, trace: PowerTrace) -> list[dict[str, Any]]:
         if w is not None:
             row["start_s"], row["end_s"] = w.start_s - run.origin, w.end_s - run.origin
             row["calls"] = [[round(x - run.origin, 6) for x in c] for c in w.calls]
-            both = sorted(set(w.energy_j) & traced)
+            # a device whose window energy already came from the trace cannot check itself
+            both = sorted(
+                d for d in set(w.energy_j) & traced if not w.sources.get(d, "").endswith("-trace")
+            )
             if both:
                 t_j = trace.total_energy([w.start_s], [w.end_s], both) / w.repeats
                 row["trace_energy_j"] = _finite(t_j)
