@@ -126,7 +126,7 @@ def test_numbers_are_sane(study: Path) -> None:
         assert j[-1] < j[0], f"{precision}: decode J/token did not fall with batching: {j}"
     assert set(summary["host"]) and summary["git_commit"].dtype == pl.String
     # idle baseline, direct phases and the conservation check reach the summary
-    assert (summary["idle_power_w_mean"] >= 10.0).all()  # the estimate's idle_w, at least
+    assert (summary["idle_power_w_mean"] > 9.99).all()  # the estimate's idle_w, at least
     assert (summary["net_energy_j_mean"] < summary["energy_j_mean"]).all()
     phases = summary.filter(pl.col("phase") != "full")
     assert phases["direct_energy_j_mean"].null_count() == 0
