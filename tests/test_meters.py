@@ -150,17 +150,19 @@ def test_nvml_trace_agrees_with_the_counter() -> None:
         time.sleep(0.05)
         meter.begin_window("w")
         time.sleep(0.3)
+        step = time.perf_counter()
         nvml.set_power(0, 400.0)  # a step inside the window
         time.sleep(0.2)
         m = meter.end_window("w")
         trace = meter.trace()
         info = meter.describe()
     assert m.sources == {"cuda:0": "nvml", "cuda:1": "nvml"}
-    expected0 = 250.0 * 0.3 + 400.0 * 0.2
-    assert m.energy_j["cuda:0"] == pytest.approx(expected0, rel=0.05)
+    expected0 = 250.0 * (step - m.start_s) + 400.0 * (m.end_s - step)
+    assert m.energy_j["cuda:0"] == pytest.approx(expected0, rel=0.01)
     traced = trace.energy([m.start_s], [m.end_s])
     for device, joules in m.energy_j.items():  # conservation: trace integral vs counter delta
-        assert traced[device][0] == pytest.approx(joules, rel=0.03)
+        # the 150 W step falls between two samples: ≤ 150 W × one (possibly late) period / 2
+        assert traced[device][0] == pytest.approx(joules, rel=0.05)
     s = trace.samples
     assert set(s["power_field"]) == {meters.POWER_INSTANT}
     assert s.filter(device="cuda:0")["power_w"].max() == 400.0
@@ -188,7 +190,7 @@ def test_instant_power_not_supported_mid_run_falls_back_and_says_so() -> None:
     change = info["power_field_changes"][0]
     assert change["from"] == meters.POWER_INSTANT and change["to"] == meters.POWER_USAGE
     assert "3" in change["error"]  # NVML_ERROR_NOT_SUPPORTED
-    assert m.energy_j["cuda:0"] == pytest.approx(40.0, rel=0.1)
+    assert m.energy_j["cuda:0"] == pytest.approx(200.0 * m.time_s, rel=0.01)
 
 
 def test_every_power_reading_failing_leaves_gaps_not_numbers() -> None:
@@ -270,7 +272,9 @@ def test_sampler_keeps_its_rate() -> None:
 
 
 def test_estimate_trace_models_cpu_load() -> None:
-    with CpuEstimateMeter(idle_w=10.0, tdp_w=50.0, cores=1, sample_hz=50) as meter:
+    # two cores: one busy thread is half the load, so no sample hits the cap (which would make
+    # the per-sample trace and the per-window formula differ by construction)
+    with CpuEstimateMeter(idle_w=10.0, tdp_w=50.0, cores=2, sample_hz=50) as meter:
         time.sleep(0.2)  # idle
         meter.begin_window("busy")
         start = time.process_time()
@@ -280,7 +284,7 @@ def test_estimate_trace_models_cpu_load() -> None:
         trace = meter.trace()
     s = trace.samples
     assert set(s["interpolation"]) == {"interval"} and set(s["source"]) == {"estimate"}
-    assert s["power_w"].min() < 20.0 and s["power_w"].max() > 40.0
+    assert s["power_w"].min() < 20.0 and s["power_w"].max() > 25.0  # idle vs one core busy
     traced = trace.energy([m.start_s], [m.end_s])["cpu"][0]
     assert traced == pytest.approx(m.total_j, rel=0.1)  # same model, sampled
 
