@@ -200,13 +200,14 @@ def edited_package(tmp_path: Path, relpath: str) -> dict[str, str]:
 
 def test_an_engine_code_change_reruns_every_benchmark_only(study: Path, tmp_path: Path) -> None:
     jobs = planned(study, env=edited_package(tmp_path, "engines/hf_transformers.py"))
-    assert len(jobs["benchmark"]) == 4
-    assert set(jobs) == {"benchmark", "aggregate", "plot", "findings", "all"}
+    assert len(jobs["benchmark"]) == 4 == len(jobs["plot_power"])  # new traces, new charts
+    assert set(jobs) == {"benchmark", "aggregate", "plot", "plot_power", "findings", "all"}
 
 
 def test_a_plotting_code_change_reruns_only_plots_and_findings(study: Path, tmp_path: Path) -> None:
     jobs = planned(study, env=edited_package(tmp_path, "plots.py"))
-    assert set(jobs) == {"plot", "findings", "all"} and len(jobs["plot"]) == len(FIGURES)
+    assert set(jobs) == {"plot", "plot_power", "findings", "all"}
+    assert len(jobs["plot"]) == len(FIGURES) and len(jobs["plot_power"]) == 4
 
 
 def test_report_is_self_contained_with_figures_and_table(study: Path) -> None:
@@ -266,7 +267,9 @@ def test_forecast_of_the_gpu_study_groups_benchmarks(tmp_path: Path) -> None:
         env={**os.environ, "JOULEBENCH_SLURM_GROUP": "9"},
     ).stdout
     assert re.search(r"^benchmark\s+18\s+sched\s+1\s+9\.00\s+9\.00$", out, re.MULTILINE), out
-    assert "jobs: 32; scheduler submissions: 4 (group bench: 2)" in out
+    # 18 local power charts (one per benchmark) add jobs, not scheduler submissions
+    assert re.search(r"^plot_power\s+18\s+local\s", out, re.MULTILINE), out
+    assert "jobs: 50; scheduler submissions: 4 (group bench: 2)" in out
 
 
 @pytest.mark.parametrize(("path", "value", "key", "fragment"), BAD_VALUES)
