@@ -23,10 +23,12 @@ class FakeServer:
         self.fail_every = fail_every
         self.hang = hang
         self.arrivals: list[float] = []
+        self.wall_arrivals: list[float] = []
         self.bodies: list[dict[str, Any]] = []
 
     async def _stream(self, request: web.Request, tgi: bool) -> web.StreamResponse:
         self.arrivals.append(time.perf_counter())
+        self.wall_arrivals.append(time.time())
         body = await request.json()
         self.bodies.append(body)
         if self.fail_every and len(self.arrivals) % self.fail_every == 0:
@@ -69,7 +71,9 @@ class FakeServer:
         return web.Response(text="ok")
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response({"arrivals": self.arrivals, "bodies": self.bodies})
+        return web.json_response(
+            {"arrivals": self.arrivals, "wall_arrivals": self.wall_arrivals, "bodies": self.bodies}
+        )
 
     def serve(self) -> None:
         """Serve on a free loopback port, printing it first (run in its own process)."""
@@ -121,6 +125,11 @@ class FakeServerProcess:
     def arrivals(self) -> list[float]:
         """perf_counter times (same clock in every process) at which requests arrived."""
         return self._stats()["arrivals"]
+
+    @property
+    def wall_arrivals(self) -> list[float]:
+        """time.time() at each arrival (for peers that report wall-clock schedules)."""
+        return self._stats()["wall_arrivals"]
 
     @property
     def bodies(self) -> list[dict[str, Any]]:

@@ -72,3 +72,34 @@ def test_sampler_trace_integrates_the_reading() -> None:
     assert trace.energy_between(trace.t[0], trace.t[-1]) == pytest.approx(
         40 * (trace.t[-1] - trace.t[0]), rel=0.05
     )
+
+
+def test_server_meter_follows_the_server_process_tree() -> None:
+    import subprocess
+    import sys
+
+    from joulebench.powertrace import ServerEstimateMeter
+
+    busy = (
+        "import subprocess, sys, time\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+        "time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", busy], start_new_session=True)
+    try:
+        time.sleep(0.5)  # the busy grandchild is running
+        meter = ServerEstimateMeter(proc.pid, idle_w=0.0, tdp_w=20.0)
+        meter.begin_window("w")
+        time.sleep(0.5)
+        m = meter.end_window("w")
+        # at most one busy core of meter.cores for 0.5 s (less on a crowded machine); a meter of
+        # our own process, idle meanwhile, would read ~0
+        full = 20.0 * m.time_s / meter.cores
+        assert m.source == "estimate"
+        assert 0.15 * full < m.total_j <= 1.1 * full
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

@@ -15,7 +15,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -61,72 +60,52 @@ def run_joulebench(rate: float, n: int, seed: int) -> list[dict]:
 
 
 def run_guidellm(venv: Path, rate: float, n: int, processor: Path) -> list[dict]:
-    exe = venv / "bin" / "guidellm"
+    """GuideLLM 0.8 with one worker process (more overload 2 cores; see REFERENCE)."""
     with FakeServerProcess() as server, tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.json"
         cmd = [
-            str(exe),
-            "benchmark",
+            str(venv / "bin" / "guidellm"),
             "run",
-            "--target",
-            server.url,
-            "--profile",
-            "poisson",
-            "--rate",
-            str(rate),
-            "--max-requests",
-            str(n),
-            "--data",
-            "prompt_tokens=4,output_tokens=4",
-            "--processor",
-            str(processor),
-            "--output-path",
-            str(out),
-        ]
-        start = time.perf_counter()
-        proc = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            env={
-                "HF_HUB_OFFLINE": "1",
-                "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
-                "GUIDELLM__MAX_WORKER_PROCESSES": "1",
-            },
-        )
+            "--backend", f"kind=openai_http,target={server.url},model=stub,validate_backend=false",
+            "--profile", f"kind=poisson,rate={rate}",
+            "--constraint", f"kind=max_requests,count={n}",
+            "--data", "kind=synthetic_text,prompt_tokens=4,output_tokens=4",
+            "--tokenizer", f"kind=hf_auto,model={processor}",
+            "--output", f"kind=json,path={out}",
+            "--disable-console-interactive",
+        ]  # fmt: skip
+        env = {
+            "HF_HUB_OFFLINE": "1",
+            "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+            "HOME": tmp,
+            "GUIDELLM__MAX_WORKER_PROCESSES": "1",
+        }
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
-            raise RuntimeError(f"guidellm failed: {proc.stderr[-2000:]}")
-        arrived = np.sort(np.array(server.arrivals))
-        arrived = arrived[arrived >= start]
-    report = json.loads(out.read_text())
-    rows = []
+            raise RuntimeError(f"guidellm failed: {proc.stdout[-1500:]} {proc.stderr[-1500:]}")
+        arrived = np.sort(np.array(server.wall_arrivals))
+        report = json.loads(out.read_text())
     targeted, started = _guidellm_timings(report)
-    if targeted.size:
-        rows.append(row("guidellm", started - targeted, started, "client"))
-        # the stub sees perf_counter; guidellm reports wall time: align on the first request
-        server_lag = (arrived - arrived[0]) - (np.sort(targeted) - np.sort(targeted)[0])
-        rows.append(row("guidellm", server_lag[: targeted.size], arrived, "server"))
-    else:
-        rows.append(row("guidellm", np.full(1, np.nan), arrived, "server (no schedule)"))
-    return rows
+    if not targeted.size:
+        raise RuntimeError("no per-request timings (targeted_start, request_start) in the report")
+    order = np.argsort(targeted)
+    targeted, started = targeted[order], started[order]
+    k = min(arrived.size, targeted.size)
+    return [
+        row("guidellm", started - targeted, started, "client"),
+        row("guidellm", arrived[:k] - targeted[:k], arrived, "server"),
+    ]
 
 
 def _guidellm_timings(report: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Targeted and actual start times of every request in a GuideLLM report (wall clock)."""
+    """Targeted and actual start (wall clock) of every successful request in the report."""
     targeted, started = [], []
 
     def walk(node: object) -> None:
         if isinstance(node, dict):
-            timings = (
-                node.get("scheduler_info", {}).get("request_timings")
-                if isinstance(node.get("scheduler_info"), dict)
-                else None
-            )
-            if isinstance(timings, dict) and timings.get("targeted_start") is not None:
-                begin = timings.get("request_start") or timings.get("resolve_start")
-                if begin is not None:
-                    targeted.append(timings["targeted_start"])
-                    started.append(begin)
+            if node.get("targeted_start") is not None and node.get("request_start") is not None:
+                targeted.append(node["targeted_start"])
+                started.append(node["request_start"])
                 return
             for value in node.values():
                 walk(value)

@@ -220,6 +220,7 @@ def serving_table(records: list[dict[str, Any]]) -> pl.DataFrame:
                 "process": exp["arrival"]["process"],
                 "shaping": exp["shaping_label"],
                 "offered_rate": ld["offered_rate"],
+                "scheduled_rate": ld.get("scheduled_rate"),
                 "achieved_rate": ld["achieved_rate"],
                 "requests": ld["requests"],
                 "ok": ld["ok"],

@@ -204,6 +204,11 @@ def to_svg(chart: alt.TopLevelMixin) -> str:
 FORMATS = (".html", ".png", ".svg")
 
 
+def _dashes(domain: list[str]) -> alt.Scale:
+    """First value solid, second dashed (said in the panel title; the legend hides dashes)."""
+    return alt.Scale(domain=domain, range=[[1, 0], [5, 3]])
+
+
 def serving_energy_latency(table: pl.DataFrame) -> alt.HConcatChart:
     """Energy per request (window and attributed) and p50/p99 e2e latency, per pattern and rate."""
     data = table.with_columns(
@@ -238,7 +243,11 @@ def serving_energy_latency(table: pl.DataFrame) -> alt.HConcatChart:
             x=x,
             y=alt.Y("j_per_request:Q", title="energy per request (J)"),
             color=colour,
-            strokeDash=alt.StrokeDash("method:N"),
+            strokeDash=alt.StrokeDash(
+                "method:N",
+                scale=_dashes(["attributed (in-flight share)", "window / completed"]),
+                legend=None,
+            ),
             tooltip=[
                 "setup",
                 "pattern",
@@ -251,7 +260,14 @@ def serving_energy_latency(table: pl.DataFrame) -> alt.HConcatChart:
                 "requests",
             ],
         )
-        .properties(title="Energy per request", width=280, height=220)
+        .properties(
+            title=alt.Title(
+                "Energy per request",
+                subtitle="solid: attributed (in-flight share); dashed: window / completed",
+            ),
+            width=280,
+            height=220,
+        )
     )
     right = (
         alt.Chart(latency)
@@ -260,7 +276,7 @@ def serving_energy_latency(table: pl.DataFrame) -> alt.HConcatChart:
             x=x,
             y=alt.Y("e2e_s:Q", scale=alt.Scale(type="log"), title="end-to-end latency (s)"),
             color=colour,
-            strokeDash=alt.StrokeDash("quantile:N", sort=["p50", "p99"]),
+            strokeDash=alt.StrokeDash("quantile:N", scale=_dashes(["p50", "p99"]), legend=None),
             tooltip=[
                 "setup",
                 "pattern",
@@ -270,13 +286,21 @@ def serving_energy_latency(table: pl.DataFrame) -> alt.HConcatChart:
                 alt.Tooltip("e2e_s:Q", format=".3g"),
             ],
         )
-        .properties(title="Latency (p50, p99; from arrival)", width=280, height=220)
+        .properties(
+            title=alt.Title("End-to-end latency from arrival", subtitle="solid: p50; dashed: p99"),
+            width=280,
+            height=220,
+        )
     )
     setups = ", ".join(data["setup"].unique().sort())
-    return alt.hconcat(left, right).properties(
-        title=alt.Title(
-            "Serving: energy per request and latency per arrival pattern and rate",
-            subtitle=f"energy source: {meter_label(table)}; {setups}",
+    return (
+        alt.hconcat(left, right)
+        .resolve_scale(strokeDash="independent")
+        .properties(
+            title=alt.Title(
+                "Serving: energy per request and latency per arrival pattern and rate",
+                subtitle=f"energy source: {meter_label(table)}; {setups}",
+            )
         )
     )
 

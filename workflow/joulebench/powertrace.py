@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -26,19 +27,36 @@ from joulebench.meters import CpuEstimateMeter, Meter, NvmlMeter, make_meter
 log = logging.getLogger(__name__)
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds used so far by process ``pid`` and every descendant still alive."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-    return total
+class ProcessTree:
+    """CPU seconds of a process and its descendants, cheap enough to read every few ms.
+
+    Finding descendants scans every process on the host, so the list is refreshed at most every
+    ``refresh_s``; a descendant that exits between refreshes takes its CPU time with it.
+    """
+
+    def __init__(self, pid: int, refresh_s: float = 1.0) -> None:
+        self.pid, self.refresh_s = pid, refresh_s
+        self._procs: list[psutil.Process] = []
+        self._found_at = -math.inf
+
+    def _processes(self) -> list[psutil.Process]:
+        now = time.monotonic()
+        if now - self._found_at > self.refresh_s:
+            try:
+                root = psutil.Process(self.pid)
+                self._procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                self._procs = []
+            self._found_at = now
+        return self._procs
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in self._processes():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        return total
 
 
 class ServerEstimateMeter(CpuEstimateMeter):
@@ -47,9 +65,10 @@ class ServerEstimateMeter(CpuEstimateMeter):
     def __init__(self, pid: int, idle_w: float = 10.0, tdp_w: float = 45.0) -> None:
         super().__init__(idle_w=idle_w, tdp_w=tdp_w)
         self.pid = pid
+        self._tree = ProcessTree(pid)
 
     def _cpu_seconds(self) -> float:
-        return tree_cpu_seconds(self.pid)
+        return self._tree.cpu_seconds()
 
     def energy_now(self) -> float:
         """Cumulative estimated energy (J) on an arbitrary origin: the trace's reading."""
@@ -75,8 +94,13 @@ def server_meter(
 
 def energy_reader(meter: Meter) -> Callable[[], float] | None:
     """A cumulative-energy reading (J) from the meter's own source, for the trace sampler."""
-    if isinstance(meter, ServerEstimateMeter):
-        return meter.energy_now
+    if isinstance(meter, CpuEstimateMeter):
+        # the estimate's formula on an arbitrary origin: idle_w * t + (tdp_w - idle_w) * cpu / n
+        def estimate_now() -> float:
+            dynamic = (meter.tdp_w - meter.idle_w) * meter._cpu_seconds() / meter.cores
+            return meter.idle_w * time.perf_counter() + dynamic
+
+        return estimate_now
     if isinstance(meter, NvmlMeter):
         return lambda: sum(meter._read_mj().values()) / 1000.0
     return None

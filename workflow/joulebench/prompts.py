@@ -44,39 +44,46 @@ def read_table(path: Path, key: str) -> pl.DataFrame:
     return pl.read_parquet(path)
 
 
-def _exact_length_text(tokenizer: Any, ids: list[int], length: int) -> tuple[str, int]:
-    """Decode ``ids`` and trim until the text re-encodes to ``length`` tokens (or just below)."""
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    for _ in range(20):
-        encoded = tokenizer.encode(text, add_special_tokens=False)
-        if len(encoded) <= length:
-            return text, len(encoded)
-        text = tokenizer.decode(encoded[:length], skip_special_tokens=True)
-    encoded = tokenizer.encode(text, add_special_tokens=False)
-    return text, len(encoded)
+def word_tokens(tokenizer: Any, limit: int = 4000) -> list[str]:
+    """Tokens that are one space-led word and encode back to themselves, alone and in a row.
+
+    Pre-tokenizers split text at spaces, so a string of such words encodes to exactly one token
+    per word: prompts of an exact length without trial and error.
+    """
+    special = set(tokenizer.all_special_ids)
+    words = []
+    for token_id in range(min(len(tokenizer), 50_000)):
+        if token_id in special:
+            continue
+        text = tokenizer.decode([token_id])
+        is_word = len(text) > 2 and text[0] == " " and text[1:].isalpha() and text[1:].isascii()
+        if is_word and tokenizer.encode(text, add_special_tokens=False) == [token_id]:
+            words.append(text)
+            if len(words) >= limit:
+                break
+    return words
 
 
 def synthetic(
     tokenizer: Any, n: int, input_lens: list[int] | int, output_lens: list[int] | int, seed: int
 ) -> list[Prompt]:
-    """``n`` prompts of random non-special tokens, each exactly its input length if possible."""
+    """``n`` prompts of random words, each exactly its input length by the model's tokenizer."""
     rng = np.random.default_rng(seed)
-    special = set(tokenizer.all_special_ids)
-    allowed = np.array([i for i in range(len(tokenizer)) if i not in special])
+    words = word_tokens(tokenizer)
+    if len(words) < 20:
+        raise ConfigError(
+            "serving.prompts",
+            "the tokenizer has too few word tokens for synthetic prompts; use a prompt file",
+        )
     in_lens = [input_lens] * n if isinstance(input_lens, int) else list(input_lens)
     out_lens = [output_lens] * n if isinstance(output_lens, int) else list(output_lens)
     prompts = []
     for length, out in zip(in_lens, out_lens, strict=True):
-        best = ("", -1)
-        for _ in range(8):  # a few redraws when trimming lands below the target
-            ids = rng.choice(allowed, size=length + 4).tolist()
-            text, got = _exact_length_text(tokenizer, ids, length)
-            best = max(best, (text, got), key=lambda p: p[1])
-            if got == length:
-                break
-        if best[1] != length:
-            log.warning("synthetic prompt has %d tokens instead of %d", best[1], length)
-        prompts.append(Prompt(best[0], best[1], int(out)))
+        text = "".join(rng.choice(words, size=int(length)))  # leading space kept: exact
+        got = len(tokenizer.encode(text, add_special_tokens=False))
+        if got != length:  # the verification, not a correction: say so
+            log.warning("synthetic prompt has %d tokens instead of %d", got, length)
+        prompts.append(Prompt(text, got, int(out)))
     return prompts
 
 

@@ -263,10 +263,14 @@ def load_summary(table: pl.DataFrame, window_s: float, exp: Experiment) -> dict[
     status = table["status"].value_counts()
     counts = dict(zip(status["status"].to_list(), status["count"].to_list(), strict=True))
     span = float(np.nanmax(sent) - np.nanmin(sent)) if sent.size > 1 else math.nan
+    arrived = table["arrival_s"].to_numpy()
+    arrival_span = float(np.nanmax(arrived) - np.nanmin(arrived)) if arrived.size > 1 else 0.0
     return {
         "requests": table.height,
         **{s: int(counts.get(s, 0)) for s in loadgen.STATUSES},
         "offered_rate": exp.arrival.get("rate"),
+        # the drawn schedule's own rate (a Poisson sample of N differs from the nominal rate)
+        "scheduled_rate": (table.height - 1) / arrival_span if arrival_span > 0 else math.nan,
         "achieved_rate": (table.height - 1) / span if span and span > 0 else math.nan,
         "send_lag_s_p50": _q(lag, 0.5),
         "send_lag_s_p99": _q(lag, 0.99),
