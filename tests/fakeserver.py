@@ -26,7 +26,9 @@ class FakeServer:
         self.wall_arrivals: list[float] = []
         self.bodies: list[dict[str, Any]] = []
 
-    async def _stream(self, request: web.Request, tgi: bool) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, tgi: bool, chat: bool = False
+    ) -> web.StreamResponse:
         self.arrivals.append(time.perf_counter())
         self.wall_arrivals.append(time.time())
         body = await request.json()
@@ -36,7 +38,7 @@ class FakeServer:
         if self.hang:
             await asyncio.sleep(2)
             return web.Response(text="too late")
-        n = body["parameters"]["max_new_tokens"] if tgi else body["max_tokens"]
+        n = body["parameters"]["max_new_tokens"] if tgi else body.get("max_tokens") or 4
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for i in range(n):
@@ -49,6 +51,8 @@ class FakeServer:
                     "generated_text": "x" * n if last else None,
                     "details": {"generated_tokens": n} if last else None,
                 }
+            elif chat:
+                event = {"choices": [{"index": 0, "delta": {"content": "x"}}]}
             else:
                 event = {"choices": [{"index": 0, "text": "x"}]}
             await resp.write(f"data: {json.dumps(event)}\n\n".encode())
@@ -63,6 +67,9 @@ class FakeServer:
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         return await self._stream(request, tgi=False)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._stream(request, tgi=False, chat=True)
 
     async def _tgi(self, request: web.Request) -> web.StreamResponse:
         return await self._stream(request, tgi=True)
@@ -79,6 +86,7 @@ class FakeServer:
         """Serve on a free loopback port, printing it first (run in its own process)."""
         app = web.Application()
         app.router.add_post("/v1/completions", self._openai)
+        app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/generate_stream", self._tgi)
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._stats)

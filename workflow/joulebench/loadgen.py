@@ -171,6 +171,7 @@ async def send(
     res = Result(req.index, req.input_len, req.output_len, req.arrival_s, req.release_s)
     body = proto.body(target.model, req, target.output_control)
     final: int | None = None
+    done = False
     res.sent_s = time.perf_counter() - t0
     try:
         async with asyncio.timeout(timeout_s):
@@ -182,8 +183,8 @@ async def send(
                 else:
                     async for raw in resp.content:
                         line = raw.strip()
-                        if not line.startswith(b"data:"):
-                            continue
+                        if not line.startswith(b"data:") or done:
+                            continue  # read to the end: the connection is then reused
                         now = time.perf_counter() - t0
                         event = proto.parse(line[5:].strip().decode())
                         if event.tokens:
@@ -191,11 +192,13 @@ async def send(
                         final = event.final_tokens if event.final_tokens is not None else final
                         if event.error:
                             res.status, res.error = "error", event.error
-                        if event.done:
-                            break
+                        done = event.done
     except TimeoutError:
         res.status, res.error = "timeout", f"no complete answer within {timeout_s:g} s"
     except (aiohttp.ClientError, OSError, ValueError) as err:
+        res.status, res.error = "error", f"{type(err).__name__}: {err}"
+    except Exception as err:  # kept as the request's error, never lost: the run goes on
+        log.warning("request %d failed unexpectedly: %r", req.index, err)
         res.status, res.error = "error", f"{type(err).__name__}: {err}"
     res.end_s = time.perf_counter() - t0
     if res.token_times_s:
