@@ -82,8 +82,8 @@ class FakeServer:
             {"arrivals": self.arrivals, "wall_arrivals": self.wall_arrivals, "bodies": self.bodies}
         )
 
-    def serve(self) -> None:
-        """Serve on a free loopback port, printing it first (run in its own process)."""
+    def serve(self, port: int = 0) -> None:
+        """Serve on loopback (``port`` 0: a free one), printing the port first."""
         app = web.Application()
         app.router.add_post("/v1/completions", self._openai)
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -94,7 +94,7 @@ class FakeServer:
         async def main() -> None:
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, "127.0.0.1", port)
             await site.start()
             print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
             await asyncio.Event().wait()

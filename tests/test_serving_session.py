@@ -119,3 +119,50 @@ def test_synthetic_prompts_have_exact_lengths(tiny_model: Path) -> None:
     prompts = synthetic(tok, len(lengths), lengths, 4, seed=0)
     assert [len(tok.encode(p.text, add_special_tokens=False)) for p in prompts] == lengths
     assert synthetic(tok, 3, 9, 4, seed=1) == synthetic(tok, 3, 9, 4, seed=1)
+
+
+def test_sigterm_stops_the_server_and_keeps_nothing_partial(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """`joulebench serve` killed mid-experiment: server process group gone, no record written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from conftest import REPO
+
+    pidfile = tmp_path / "server.pid"
+    wrapper = tmp_path / "tgi_stand_in.py"
+    wrapper.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
+        "from fakeserver import FakeServer\n"
+        f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "FakeServer(token_delay_s=0.05).serve(int(sys.argv[1]))\n"
+    )
+    server = {"name": "tgi", "kind": "tgi", "command": [sys.executable, str(wrapper), "{port}"]}
+    (spec,) = session_specs(study(tiny_model, "unused", servers=[server], requests=50, rates=[2]))
+    out, log = tmp_path / "out", tmp_path / "serve.log"
+    with log.open("w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "joulebench", "serve", "--model-dir", str(tiny_model),
+             "--spec-json", json.dumps(spec.to_dict()), "--out-dir", str(out)],
+            stdout=handle, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while "[1/" not in log.read_text():  # the first experiment's load is running
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        server_pid = int(pidfile.read_text())
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    text = log.read_text()
+    assert proc.returncode != 0, text
+    assert "received SIGTERM" in text and "server stopped" in text, text
+    assert not psutil.pid_exists(server_pid) or (
+        psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+    )
+    assert not list(out.glob("*.json")) and not list(out.glob("*.parquet"))

@@ -157,12 +157,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import signal
-
     from joulebench import serving
 
-    # a SIGTERM from Snakemake unwinds through `finally`, so the server is always stopped
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # main() turns SIGTERM into SystemExit, so `finally` stops the server on a kill too
     spec = serving.SessionSpec.from_dict(json.loads(args.spec_json))
     written = serving.run_session(
         spec,
