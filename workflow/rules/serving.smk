@@ -1,5 +1,6 @@
 # Stage 3b: one serving session per (model, precision, server): start the server, run every
 # arrival pattern × rate on it (one meter window per load phase), stop it. Server log beside.
+# Resources as for benchmarks (the server holds the GPU for the whole session).
 
 
 rule serve:
@@ -13,7 +14,11 @@ rule serve:
         "logs/serving/{model}/{precision}/{server}.log",
     benchmark:
         "results/benchmarks/serving/{model}/{precision}/{server}.tsv"
-    threads: workflow.cores
+    threads: bench_threads()
+    resources:
+        gpu=BENCH_GPUS,
+        runtime="60m",
+        mem_mb=job_mem_mb,
     params:
         spec=serving_spec_json,
         code=CODE["serve"],
