@@ -1,6 +1,6 @@
 # joulebench: what LLM inference costs in energy and time, and how system choices change it.
-# The DAG, in order: model → precision variant → one benchmark per configuration → tables →
-# plots → findings report.
+# The DAG, in order: model → precision variant → one benchmark per configuration, and one
+# serving session per (model, precision, server) → tables → plots → findings report.
 
 
 from snakemake.utils import min_version
@@ -18,6 +18,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/variants.smk"
 include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/serving.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plots.smk"
 include: "workflow/rules/report.smk"

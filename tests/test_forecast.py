@@ -168,4 +168,6 @@ def test_local_rules_come_from_the_rule_files() -> None:
         "plot",
         "plot_power",
         "findings",
+        "aggregate_serving",
+        "plot_serving",
     }

@@ -249,3 +249,63 @@ def meter_label(summary: pl.DataFrame) -> str:
     if "estimate" in sources:
         label += " (modelled from CPU time, not measured)"
     return label
+
+
+def serving_table(records: list[dict[str, Any]]) -> pl.DataFrame:
+    """One row per serving experiment: energy per request three ways, latency, load, provenance."""
+    rows = []
+    for rec in records:
+        cfg, exp, e, lat, ld = (
+            rec["config"],
+            rec["experiment"],
+            rec["energy"],
+            rec["latency"],
+            rec["load"],
+        )
+        prov = rec["provenance"]
+        idle = e.get("idle_baseline") or {}
+        rows.append(
+            {
+                "study": cfg["study"],
+                "model": cfg["model"],
+                "precision": cfg["precision"],
+                "server": rec["server"]["name"],
+                "server_kind": rec["server"]["kind"],
+                "experiment": exp["id"],
+                "pattern": exp["pattern"],
+                "process": exp["arrival"]["process"],
+                "shaping": exp["shaping_label"],
+                "offered_rate": ld["offered_rate"],
+                "scheduled_rate": ld.get("scheduled_rate"),
+                "achieved_rate": ld["achieved_rate"],
+                "requests": ld["requests"],
+                "ok": ld["ok"],
+                "errors": ld["error"],
+                "timeouts": ld["timeout"],
+                "window_s": e["window"]["time_s"],
+                "window_energy_j": e["window"]["energy_j"],
+                "j_per_request_window": e["window"]["j_per_request"],
+                "j_per_request_attributed": e["attribution"]["j_per_request_mean"],
+                "idle_energy_j": e["attribution"]["idle_j"],
+                "idle_share": e["attribution"]["idle_j"] / e["window"]["energy_j"],
+                "attribution_ok": e["attribution"]["ok"],
+                "j_per_token_window": e["window"]["j_per_token"],
+                "j_per_token_steady": e["steady_state"]["j_per_token"],
+                "steady_batch": e["steady_state"]["batch"],
+                "idle_power_w": idle.get("power_w"),
+                "avg_power_w": e["window"]["energy_j"] / e["window"]["time_s"],
+                **{k: v for k, v in lat.items()},
+                "send_lag_ms_p99": ld["send_lag_s_p99"] * 1000,
+                "meter_source": rec["meter_source"],
+                "config_id": rec["config_id"],
+                "config_hash": rec["config_hash"],
+                "host": prov["host"]["hostname"],
+                "joulebench_version": prov["joulebench_version"],
+                "git_commit": prov["git"]["commit"],
+            }
+        )
+    if not rows:
+        raise ValueError("no serving records to aggregate")
+    return pl.DataFrame(rows, infer_schema_length=None).sort(
+        "model", "precision", "server", "pattern", "offered_rate"
+    )

@@ -206,6 +206,40 @@ def cmd_plot_power(args: argparse.Namespace) -> None:
         log.info("wrote %s", path)
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from joulebench import serving
+
+    # main() turns SIGTERM into SystemExit, so `finally` stops the server on a kill too
+    spec = serving.SessionSpec.from_dict(json.loads(args.spec_json))
+    written = serving.run_session(
+        spec,
+        str(args.model_dir),
+        Path(args.out_dir),
+        Path(args.server_log) if args.server_log else None,
+    )
+    log.info("session %s: wrote %d experiment records", spec.session_id, len(written))
+
+
+def cmd_aggregate_serving(args: argparse.Namespace) -> None:
+    from joulebench import analysis
+    from joulebench.atomic import write_with
+
+    table = analysis.serving_table(analysis.load_records(args.records))
+    write_with(args.table, table.write_parquet)
+    write_with(args.table_csv, table.write_csv)
+    log.info("serving table: %d experiments", table.height)
+
+
+def cmd_plot_serving(args: argparse.Namespace) -> None:
+    import polars as pl
+
+    from joulebench import plots
+
+    chart = plots.SERVING_FIGURES[args.figure](pl.read_parquet(args.table))
+    for path in plots.save(chart, Path(args.out_stem)):
+        log.info("wrote %s", path)
+
+
 def cmd_validate(args: argparse.Namespace) -> None:
     from joulebench import config
 
@@ -214,6 +248,15 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(f"{args.configfile}: valid; {len(specs)} benchmark configurations")
     for spec in specs:
         print(f"  {spec.config_id}")
+    from joulebench.serving import session_specs
+
+    sessions = session_specs(cfg)
+    if sessions:
+        print(f"{len(sessions)} serving sessions, each with these experiments:")
+        for session in sessions:
+            print(f"  {session.session_id}")
+        for exp in sessions[0].experiments:
+            print(f"    {exp['id']}: {exp['arrival']} shaping {exp['shaping']}")
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
@@ -336,6 +379,29 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--trace", required=True, help="the run's power trace (parquet)")
     pp.add_argument("--out-stem", required=True, help="output path without suffix")
     pp.set_defaults(func=cmd_plot_power)
+
+    s = sub.add_parser("serve", help="run one serving session: start a server, run its loads")
+    s.add_argument("--model-dir", required=True, type=Path)
+    s.add_argument(
+        "--spec-json", required=True, help="the session as JSON (what the workflow passes)"
+    )
+    s.add_argument("--out-dir", required=True, help="per-experiment .parquet and .json go here")
+    s.add_argument(
+        "--server-log", help="where the server's output goes (default OUT_DIR/server.log)"
+    )
+    s.set_defaults(func=cmd_serve)
+
+    ag = sub.add_parser("aggregate-serving", help="serving records → one serving table")
+    ag.add_argument("records", nargs="+")
+    ag.add_argument("--table", required=True)
+    ag.add_argument("--table-csv", required=True)
+    ag.set_defaults(func=cmd_aggregate_serving)
+
+    ps = sub.add_parser("plot-serving", help="draw a serving figure from the serving table")
+    ps.add_argument("figure", choices=["serving_energy_latency"])
+    ps.add_argument("--table", required=True)
+    ps.add_argument("--out-stem", required=True, help="output path without suffix")
+    ps.set_defaults(func=cmd_plot_serving)
 
     c = sub.add_parser("validate", help="check a config file and list its configurations")
     c.add_argument("configfile")

@@ -107,6 +107,93 @@ def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
                 f"input {max(config['input_lengths'])} + output {max(config['output_lengths'])} "
                 f"tokens exceed the context of models[{i}] '{model['name']}' ({context})",
             )
+    if config.get("serving"):
+        _check_serving(config, base_dir)
+
+
+def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
+    """What the schema cannot say about ``serving:`` (names, rates, files, combinations)."""
+    from joulebench import arrivals, servers, shaping
+
+    serving = config["serving"]
+    names = [m["name"] for m in config["models"]]
+    for i, name in enumerate(serving.get("models") or []):
+        if name not in names:
+            raise ConfigError(
+                f"serving.models[{i}]", f"no model named '{name}'; models: {', '.join(names)}"
+            )
+    seen: set[str] = set()
+    for i, server in enumerate(serving["servers"]):
+        key = f"serving.servers[{i}]"
+        if server["name"] in seen:
+            raise ConfigError(f"{key}.name", f"duplicate server name '{server['name']}'")
+        seen.add(server["name"])
+        spec = servers.ServerSpec.from_dict(server)
+        servers.check(spec, key)
+    prompts = serving["prompts"]
+    if prompts["source"] == "file":
+        if not prompts.get("path"):
+            raise ConfigError("serving.prompts.path", "is required for source 'file'")
+        prompts["path"] = _resolve(prompts["path"], base_dir)
+        if not Path(prompts["path"]).is_file():
+            raise ConfigError("serving.prompts.path", f"file '{prompts['path']}' does not exist")
+    elif "path" in prompts:
+        raise ConfigError("serving.prompts.path", "only applies to source 'file'")
+    seen = set()
+    for i, entry in enumerate(serving["arrivals"]):
+        key = f"serving.arrivals[{i}]"
+        if entry["name"] in seen:
+            raise ConfigError(f"{key}.name", f"duplicate arrival name '{entry['name']}'")
+        seen.add(entry["name"])
+        process = entry["process"]
+        allowed = {
+            "constant": {"rates"},
+            "poisson": {"rates"},
+            "gamma": {"rates", "burstiness"},
+            "uniform": {"break_min", "break_max"},
+            "closed": {"users"},
+            "trace": {"trace"},
+        }[process]
+        for k in ("rates", "burstiness", "break_min", "break_max", "users", "trace"):
+            if k in entry and k not in allowed:
+                raise ConfigError(f"{key}.{k}", f"does not apply to process '{process}'")
+        if process in arrivals.RATE_PROCESSES and not (entry.get("rates") or serving.get("rates")):
+            raise ConfigError(
+                f"{key}.rates", f"process '{process}' needs rates (here or in serving.rates)"
+            )
+        if process == "gamma":
+            entry.setdefault("burstiness", 1.0)
+        if process == "trace" and "trace" in entry:
+            entry["trace"] = _resolve(entry["trace"], base_dir)
+        params = {k: entry[k] for k in allowed - {"rates"} if k in entry}
+        if process in arrivals.RATE_PROCESSES:
+            params["rate"] = (entry.get("rates") or serving["rates"])[0]
+        arrivals.check(arrivals.ArrivalSpec(process, **params), key)
+        if process == "trace":
+            arrivals.read_trace(Path(entry["trace"]), serving["requests"])
+        shape = entry.get("shaping")
+        if shape:
+            shaping.check(shaping.ShapingSpec(**shape), f"{key}.shaping")
+            if process == "closed" and shape["policy"] != "pass":
+                raise ConfigError(
+                    f"{key}.shaping",
+                    "closed-loop users already bound concurrency; shaping applies to open-loop "
+                    "arrivals only",
+                )
+    longest = serving["input_len"] + serving["output_len"]
+    for model in config["models"]:
+        context = _known_context(model)
+        if context is not None and longest > context:
+            raise ConfigError(
+                "serving.output_len",
+                f"input {serving['input_len']} + output {serving['output_len']} tokens exceed "
+                f"the context of model '{model['name']}' ({context})",
+            )
+
+
+def _resolve(path: str, base_dir: Path) -> str:
+    p = Path(path)
+    return str(p if p.is_absolute() else (base_dir / p).resolve())
 
 
 def _check_meter(value: str | list[str]) -> None:

@@ -60,6 +60,19 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "aggregate": ("analysis.py", "derived.py", "stats.py"),
     "plot": ("plots.py", "derived.py", "analysis.py"),
     "findings": ("findings.py", "derived.py", "analysis.py", "plots.py"),
+    "serve": (
+        "arrivals.py",
+        "attribution.py",
+        "loadgen.py",
+        "meters.py",
+        "powertrace.py",
+        "prompts.py",
+        "servers.py",
+        "serving.py",
+        "shaping.py",
+    ),
+    "aggregate-serving": ("analysis.py",),
+    "plot-serving": ("plots.py", "analysis.py"),
 }
 
 

@@ -3,6 +3,7 @@
 
 localrules:
     aggregate,
+    aggregate_serving,
 
 
 rule aggregate:
@@ -32,4 +33,28 @@ rule aggregate:
             long=output.long,
             summary=output.summary,
             summary_csv=output.summary_csv,
+        )
+
+
+rule aggregate_serving:
+    input:
+        records=all_serving_records(),
+    output:
+        table="results/tables/serving.parquet",
+        table_csv=report(
+            "results/tables/serving.csv",
+            caption="../report/serving.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/aggregate_serving.log",
+    params:
+        code=CODE["aggregate-serving"],
+    run:
+        joulebench(
+            "aggregate-serving",
+            log[0],
+            *input.records,
+            table=output.table,
+            table_csv=output.table_csv,
         )

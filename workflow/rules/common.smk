@@ -1,6 +1,7 @@
 # Everything that is Python rather than rule: config validation, the experiment matrix,
 # wildcard constraints and the small input/params functions the rules use.
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -10,12 +11,14 @@ from snakemake.exceptions import WorkflowError
 from joulebench import config as jb_config
 from joulebench.errors import ConfigError
 from joulebench.models import architecture, parameter_count
-from joulebench.plots import FIGURES
+from joulebench.plots import FIGURES, SERVING_FIGURES
 from joulebench.provenance import source_hash
+from joulebench.serving import session_specs
 
 try:
     CONFIG = jb_config.validate(config)
     SPECS = {spec.config_id: spec for spec in jb_config.expand(CONFIG)}
+    SESSIONS = {s.session_id: s for s in session_specs(CONFIG)}
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 
@@ -23,7 +26,17 @@ except ConfigError as err:
 #: only `run:` blocks, so without it an edit to the engine or meters would rerun nothing.
 CODE = {
     step: source_hash(step)
-    for step in ("prepare-model", "variant", "bench", "aggregate", "plot", "findings")
+    for step in (
+        "prepare-model",
+        "variant",
+        "bench",
+        "aggregate",
+        "plot",
+        "findings",
+        "serve",
+        "aggregate-serving",
+        "plot-serving",
+    )
 }
 
 #: GPUs per benchmark job: one on a `device: cuda` study, none otherwise (`auto` asks for none,
@@ -67,6 +80,8 @@ wildcard_constraints:
     engine=r"[A-Za-z0-9._-]+",
     point=r"bs\d+_in\d+_out\d+",
     figure="|".join(FIGURES),
+    serving_figure="|".join(SERVING_FIGURES),
+    server=r"[A-Za-z0-9._-]+",
 
 
 def model_spec_json(wildcards):
@@ -91,6 +106,34 @@ def all_records():
     return [f"results/records/{config_id}.json" for config_id in SPECS]
 
 
+def serving_spec_json(wildcards):
+    """One serving session (server, experiments, load, measurement) as JSON."""
+    key = f"{wildcards.model}/{wildcards.precision}/{wildcards.server}"
+    return json.dumps(SESSIONS[key].to_dict(), sort_keys=True)
+
+
+def serving_experiments():
+    sessions = list(SESSIONS.values())
+    return [e["id"] for e in sessions[0].experiments] if sessions else []
+
+
+def serving_outputs(ext):
+    """The per-experiment files of one session (same experiments in every session)."""
+    return expand(
+        "results/serving/{{model}}/{{precision}}/{{server}}/{experiment}.{ext}",
+        experiment=serving_experiments(),
+        ext=ext,
+    )
+
+
+def all_serving_records():
+    return [
+        f"results/serving/{session}/{experiment}.json"
+        for session in SESSIONS
+        for experiment in serving_experiments()
+    ]
+
+
 def final_outputs():
     plots = expand(
         "results/plots/{figure}.{ext}", figure=FIGURES, ext=["html", "png", "svg"]
@@ -100,7 +143,7 @@ def final_outputs():
         config_id=SPECS,
         ext=["html", "png", "svg"],
     )
-    return [
+    outputs = [
         "results/tables/measurements.parquet",
         "results/tables/measurements_long.parquet",
         "results/report/findings.html",
@@ -109,6 +152,14 @@ def final_outputs():
         "results/tables/summary.csv",
         *plots,
     ]
+    if SESSIONS:
+        outputs += ["results/tables/serving.parquet", "results/tables/serving.csv"]
+        outputs += expand(
+            "results/plots/{figure}.{ext}",
+            figure=SERVING_FIGURES,
+            ext=["html", "png", "svg"],
+        )
+    return outputs
 
 
 def joulebench(command, log, *positional, **options):

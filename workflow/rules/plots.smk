@@ -5,6 +5,7 @@
 localrules:
     plot,
     plot_power,
+    plot_serving,
 
 
 rule plot:
@@ -66,5 +67,37 @@ rule plot_power:
             log[0],
             input.record,
             trace=input.trace,
+            out_stem=params.stem,
+        )
+
+
+rule plot_serving:
+    input:
+        "results/tables/serving.parquet",
+    output:
+        html=report(
+            "results/plots/{serving_figure}.html",
+            caption="../report/serving.rst",
+            category="Figures",
+            labels={"figure": "{serving_figure}", "format": "interactive"},
+        ),
+        png=report(
+            "results/plots/{serving_figure}.png",
+            caption="../report/serving.rst",
+            category="Figures",
+            labels={"figure": "{serving_figure}", "format": "image"},
+        ),
+        svg="results/plots/{serving_figure}.svg",
+    log:
+        "logs/plots/{serving_figure}.log",
+    params:
+        stem=lambda wildcards, output: output.html.removesuffix(".html"),
+        code=CODE["plot-serving"],
+    run:
+        joulebench(
+            "plot-serving",
+            log[0],
+            wildcards.serving_figure,
+            table=input[0],
             out_stem=params.stem,
         )

@@ -1,0 +1,145 @@
+"""Load-generator precision: 200 req/s Poisson against a fast local stub, joulebench vs a peer.
+
+For each generator: lag between scheduled and actual send (p50/p99/max) and achieved rate.
+joulebench's lag is measured client-side (send time − release time, same clock) and, like the
+peer's, server-side (stub arrival − scheduled time). The peer is GuideLLM, run from its own
+throwaway venv (never the project's): ``--peer-venv /tmp/peer-venv`` (see README).
+
+    .venv/bin/python tests/perf/loadgen_precision.py [--requests 2000] [--peer-venv DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/fakeserver.py
+
+from fakeserver import FakeServerProcess  # noqa: E402
+from joulebench import loadgen  # noqa: E402
+from joulebench.arrivals import ArrivalSpec, schedule  # noqa: E402
+
+
+def row(name: str, lag_s: np.ndarray, sent: np.ndarray, where: str) -> dict:
+    sent = np.sort(sent)
+    return {
+        "generator": name,
+        "lag measured": where,
+        "n": int(lag_s.size),
+        "p50 ms": float(np.quantile(lag_s, 0.5) * 1e3),
+        "p99 ms": float(np.quantile(lag_s, 0.99) * 1e3),
+        "max ms": float(lag_s.max() * 1e3),
+        "achieved req/s": float((sent.size - 1) / (sent[-1] - sent[0])),
+    }
+
+
+def run_joulebench(rate: float, n: int, seed: int) -> list[dict]:
+    offsets = schedule(ArrivalSpec("poisson", rate=rate), n, seed)
+    requests = [
+        loadgen.Request(i, "hello", 4, 4, float(t), float(t)) for i, t in enumerate(offsets)
+    ]
+    with FakeServerProcess() as server:
+        results, t0 = loadgen.run(loadgen.Target(server.url), requests, timeout_s=30)
+        arrived = np.sort(np.array(server.arrivals) - t0)
+    ok = [r for r in results if r.status == "ok"]
+    assert len(ok) == n, {r.error for r in results if r.status != "ok"}
+    lag = np.array([r.sent_s - r.release_s for r in results])
+    server_lag = arrived - np.sort(offsets)
+    sent = np.array([r.sent_s for r in results])
+    return [
+        row("joulebench", lag, sent, "client"),
+        row("joulebench", server_lag, arrived, "server"),
+    ]
+
+
+def run_guidellm(venv: Path, rate: float, n: int, processor: Path) -> list[dict]:
+    """GuideLLM 0.8 with one worker process (more overload 2 cores; see REFERENCE)."""
+    with FakeServerProcess() as server, tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "report.json"
+        cmd = [
+            str(venv / "bin" / "guidellm"),
+            "run",
+            "--backend", f"kind=openai_http,target={server.url},model=stub,validate_backend=false",
+            "--profile", f"kind=poisson,rate={rate}",
+            "--constraint", f"kind=max_requests,count={n}",
+            "--data", "kind=synthetic_text,prompt_tokens=4,output_tokens=4",
+            "--tokenizer", f"kind=hf_auto,model={processor}",
+            "--output", f"kind=json,path={out}",
+            "--disable-console-interactive",
+        ]  # fmt: skip
+        env = {
+            "HF_HUB_OFFLINE": "1",
+            "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+            "HOME": tmp,
+            "GUIDELLM__MAX_WORKER_PROCESSES": "1",
+        }
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"guidellm failed: {proc.stdout[-1500:]} {proc.stderr[-1500:]}")
+        arrived = np.sort(np.array(server.wall_arrivals))
+        report = json.loads(out.read_text())
+    targeted, started = _guidellm_timings(report)
+    if not targeted.size:
+        raise RuntimeError("no per-request timings (targeted_start, request_start) in the report")
+    order = np.argsort(targeted)
+    targeted, started = targeted[order], started[order]
+    k = min(arrived.size, targeted.size)
+    return [
+        row("guidellm", started - targeted, started, "client"),
+        row("guidellm", arrived[:k] - targeted[:k], arrived, "server"),
+    ]
+
+
+def _guidellm_timings(report: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Targeted and actual start (wall clock) of every successful request in the report."""
+    targeted, started = [], []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("targeted_start") is not None and node.get("request_start") is not None:
+                targeted.append(node["targeted_start"])
+                started.append(node["request_start"])
+                return
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(report)
+    return np.array(targeted, dtype=float), np.array(started, dtype=float)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peer-venv", type=Path, help="a venv with guidellm installed")
+    parser.add_argument("--processor", type=Path, help="tokenizer dir for guidellm's data")
+    args = parser.parse_args()
+    rows = run_joulebench(args.rate, args.requests, args.seed)
+    if args.peer_venv:
+        rows += run_guidellm(args.peer_venv, args.rate, args.requests, args.processor)
+    cols = list(rows[0])
+    print(f"Poisson {args.rate:g} req/s, {args.requests} requests, fast local stub server")
+    print(" | ".join(cols))
+    print(" | ".join("---" for _ in cols))
+    for r in rows:
+        print(" | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    jb = next(r for r in rows if r["generator"] == "joulebench" and r["lag measured"] == "client")
+    print(
+        f"\ntarget p99 <= 1 ms: {'met' if jb['p99 ms'] <= 1.0 else 'NOT met'} "
+        f"({jb['p99 ms']:.3f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
