@@ -75,16 +75,19 @@ def test_shaping_claim() -> None:
     assert findings.shaping_finding(None).verdict == findings.MISSING
     serving = pl.DataFrame(
         {
-            "model": ["m"] * 3,
-            "rate_rps": [2.0] * 3,
-            "pattern": ["poisson", "grouped-100ms", "constant"],
-            "j_per_request": [10.0, 2.5, 9.0],
+            "model": ["m"] * 4,
+            "offered_rate": [2.0, 2.0, 2.0, 5.0],
+            "pattern": ["poisson", "grouped-100ms", "constant", "poisson"],
+            "j_per_request_window": [10.0, 2.5, 9.0, 3.0],
         }
     )
     f = findings.shaping_finding(serving)
     assert f.verdict == findings.HOLDS
     assert "4.00×" in f.summary
     assert f.table["best"][0] == "grouped-100ms" and f.table["worst"][0] == "poisson"
+    assert f.table.height == 1  # a rate with a single pattern compares nothing
+    one = serving.filter(offered_rate=5.0)
+    assert findings.shaping_finding(one).verdict == findings.MISSING
 
 
 def test_slo_recommendation_picks_least_energy_that_meets_it() -> None:

@@ -165,7 +165,8 @@ def cmd_findings(args: argparse.Namespace) -> None:
     cfg = _analysis_config(args.analysis_json)
     summary = pl.read_parquet(args.summary)
     tidy = pl.read_parquet(args.measurements)
-    results = findings.all_findings(summary, tidy, cfg)
+    serving = pl.read_parquet(args.serving) if args.serving else None
+    results = findings.all_findings(summary, tidy, cfg, serving)
     ok = summary.filter(status="ok")
     context = {
         "study": ", ".join(sorted(set(summary["study"]))),
@@ -364,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--summary", required=True)
     fd.add_argument("--measurements", required=True)
     fd.add_argument("--analysis-json", help="the config's `analysis:` section as JSON")
+    fd.add_argument("--serving", help="the serving table (parquet), for the arrival-shaping claim")
     fd.add_argument("--out-md", required=True)
     fd.add_argument("--out-html", required=True)
     fd.set_defaults(func=cmd_findings)

@@ -192,15 +192,26 @@ def shaping_finding(serving: pl.DataFrame | None) -> Finding:
             "this study has no serving experiment (add a `serving:` section)",
             rule,
         )
+    energy = pl.col("j_per_request_window")
+    keys = [k for k in ("model", "precision", "server", "offered_rate") if k in serving.columns]
     by = (
-        serving.group_by("model", "rate_rps")
+        serving.filter(energy.is_not_null() & (energy > 0))
+        .group_by(keys)
         .agg(
-            pl.col("pattern").sort_by("j_per_request").first().alias("best"),
-            pl.col("pattern").sort_by("j_per_request").last().alias("worst"),
-            (pl.col("j_per_request").max() / pl.col("j_per_request").min()).alias("factor"),
+            pl.col("pattern").sort_by(energy).first().alias("best"),
+            pl.col("pattern").sort_by(energy).last().alias("worst"),
+            energy.min().round(4).alias("best_j_per_request"),
+            energy.max().round(4).alias("worst_j_per_request"),
+            (energy.max() / energy.min()).alias("factor"),
+            pl.len().alias("patterns"),
         )
-        .sort("model", "rate_rps")
+        .filter(pl.col("patterns") > 1)
+        .sort(keys)
     )
+    if by.is_empty():
+        return Finding(
+            title, claim, MISSING, "needs at least two arrival patterns at one rate", rule
+        )
     top = by["factor"].max()
     verdict = HOLDS if top is not None and top >= MARGIN else FAILS
     text = f"The best arrival pattern needs up to {_fmt(top)} less energy per request."

@@ -134,6 +134,17 @@ def all_serving_records():
     ]
 
 
+def findings_inputs(wildcards):
+    """The tables the findings report reads; the serving table only when the study serves."""
+    inputs = {
+        "summary": "results/tables/summary.parquet",
+        "measurements": "results/tables/measurements.parquet",
+    }
+    if SESSIONS:
+        inputs["serving"] = "results/tables/serving.parquet"
+    return inputs
+
+
 def final_outputs():
     plots = expand(
         "results/plots/{figure}.{ext}", figure=FIGURES, ext=["html", "png", "svg"]

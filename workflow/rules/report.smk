@@ -7,8 +7,7 @@ localrules:
 
 rule findings:
     input:
-        summary="results/tables/summary.parquet",
-        measurements="results/tables/measurements.parquet",
+        unpack(findings_inputs),
     output:
         html=report(
             "results/report/findings.html",
@@ -28,6 +27,7 @@ rule findings:
             summary=input.summary,
             measurements=input.measurements,
             analysis_json=params.analysis,
+            **({"serving": input.serving} if "serving" in input.keys() else {}),
             out_md=output.md,
             out_html=output.html,
         )
