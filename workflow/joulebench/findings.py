@@ -180,9 +180,9 @@ def shaping_finding(serving: pl.DataFrame | None) -> Finding:
         "energy per request by a large factor — up to 100× in the seed study."
     )
     rule = (
-        f"Energy per request (window energy ÷ completed requests) of the best arrival "
-        f"pattern vs the worst, per model and rate. Holds if the best pattern saves ≥ "
-        f"{MARGIN:.2f}×."
+        f"Energy per request (window energy ÷ completed requests, the seed study's way) of "
+        f"the best arrival pattern vs the worst, per model, precision, server and offered "
+        f"rate. Holds if the best pattern saves ≥ {MARGIN:.2f}×."
     )
     if serving is None or serving.is_empty():
         return Finding(
