@@ -179,6 +179,8 @@ def cmd_findings(args: argparse.Namespace) -> None:
         "generated": provenance.now_utc(),
     }
     figures = {name: plots.to_svg(make(summary)) for name, make in plots.FIGURES.items()}
+    if serving is not None:
+        figures |= {n: plots.to_svg(make(serving)) for n, make in plots.SERVING_FIGURES.items()}
     write_text(args.out_md, findings.to_markdown(results, context))
     write_text(args.out_html, findings.to_html(results, context, figures))
     for f in results:
