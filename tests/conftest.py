@@ -22,6 +22,16 @@ TINY_OVERRIDES = {
 }
 
 
+#: The `models:` entry of the small studies the workflow tests run.
+TINY_MODEL = {
+    "name": "tiny",
+    "source": "synthetic",
+    "architecture": "tiny-llama",
+    "overrides": TINY_OVERRIDES,
+    "tokenizer_vocab_size": 512,
+}
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from joulebench.models import synthesize

@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from conftest import TINY_OVERRIDES
+from conftest import TINY_MODEL
 from test_workflow import planned, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -16,15 +16,7 @@ pytestmark = pytest.mark.slow
 STUDY: dict[str, Any] = {
     "study": "serving-e2e",
     "device": "cpu",
-    "models": [
-        {
-            "name": "tiny",
-            "source": "synthetic",
-            "architecture": "tiny-llama",
-            "overrides": TINY_OVERRIDES,
-            "tokenizer_vocab_size": 512,
-        }
-    ],
+    "models": [TINY_MODEL],
     "precisions": ["fp32"],
     "batch_sizes": [1],
     "input_lengths": [8],

@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
-from conftest import REPO, TINY_OVERRIDES
+from conftest import REPO, TINY_MODEL
 from joulebench.plots import FIGURES
 from test_config import BAD_VALUES, with_change
 
@@ -26,15 +26,7 @@ pytestmark = pytest.mark.slow
 STUDY: dict[str, Any] = {
     "study": "e2e",
     "device": "cpu",
-    "models": [
-        {
-            "name": "tiny",
-            "source": "synthetic",
-            "architecture": "tiny-llama",
-            "overrides": TINY_OVERRIDES,
-            "tokenizer_vocab_size": 512,
-        }
-    ],
+    "models": [TINY_MODEL],
     "precisions": ["fp32", "bf16"],
     "batch_sizes": [1, 8],
     "input_lengths": [16],

@@ -19,22 +19,14 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
-from conftest import REPO, TINY_OVERRIDES
+from conftest import REPO, TINY_MODEL
 
 pytestmark = pytest.mark.slurm
 
 STUDY: dict[str, Any] = {
     "study": "slurm-e2e",
     "device": "cpu",
-    "models": [
-        {
-            "name": "tiny",
-            "source": "synthetic",
-            "architecture": "tiny-llama",
-            "overrides": TINY_OVERRIDES,
-            "tokenizer_vocab_size": 512,
-        }
-    ],
+    "models": [TINY_MODEL],
     "precisions": ["fp32"],
     "batch_sizes": [1, 4],
     "input_lengths": [16],
