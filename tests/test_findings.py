@@ -96,10 +96,34 @@ def test_slo_recommendation_picks_least_energy_that_meets_it() -> None:
     summary, tidy = summarize(records)
     base = {"precision": "fp32", "batch_size": 1}
     best = findings.slo_recommendation(summary, tidy, {}, base).table
-    assert (best["precision"][0], best["batch_size"][0]) == ("fp32", 8)
+    assert best["setup"][0] == "transformers · fp32 · batch 8"
     assert best["saving_x"][0] == pytest.approx(11.0 / 3.0, rel=1e-3)
     none = findings.slo_recommendation(summary, tidy, {"e2e_p99_s": 0.01}, base)
     assert none.verdict == findings.FAILS
+
+
+def test_slo_recommendation_includes_arrival_shaping() -> None:
+    summary, tidy = summarize([rec("fp32", 1, 1.0, 10.0)])
+    serving = pl.DataFrame(
+        {
+            "model": ["m"] * 3,
+            "precision": ["bf16"] * 3,
+            "server": ["tfserve"] * 3,
+            "offered_rate": [2.0] * 3,
+            "pattern": ["poisson", "grouped-fast", "grouped-slow"],
+            "shaping": ["pass", "group every 100 ms", "group every 2000 ms"],
+            "j_per_request_window": [10.0, 4.0, 2.0],
+            "ttft_s_p99": [0.1, 0.3, 2.5],
+            "e2e_s_p99": [0.5, 0.8, 3.0],
+        }
+    )
+    base = {"precision": "fp32", "batch_size": 1}
+    f = findings.slo_recommendation(summary, tidy, {"e2e_p99_s": 1.0}, base, serving)
+    row = f.table.filter(pl.col("workload").str.starts_with("serving")).row(0, named=True)
+    assert row["setup"] == "tfserve · bf16 · grouped-fast"  # the slower grouping misses the SLO
+    assert row["saving_x"] == pytest.approx(2.5)
+    assert row["against"] == "the same rate, unshaped arrivals"
+    assert f.table.height == 2  # the offline workload and the serving one
 
 
 def test_report_renders_every_verdict() -> None:

@@ -1,7 +1,8 @@
 """Aggregation at scale: 100,000 synthetic records through the tidy table, summary, derived
-columns and long table. Prints time and peak memory per step.
+columns and long table, and 10 million power-trace samples written, read and integrated over
+every measured window. Prints time and peak memory per step.
 
-    .venv/bin/python tests/perf/aggregate_scale.py [--records 100000] [--reps 5]
+    .venv/bin/python tests/perf/aggregate_scale.py [--records 100000] [--reps 5] [--samples 1e7]
 """
 
 from __future__ import annotations
@@ -9,11 +10,16 @@ from __future__ import annotations
 import argparse
 import random
 import resource
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import polars as pl
 from joulebench import analysis, derived
+from joulebench.trace import PowerTrace
 
 PRECISIONS = ("fp32", "fp16", "bf16", "cpu-int8")
 ANALYSIS = {
@@ -93,6 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--samples", type=float, default=1e7)
     args = ap.parse_args()
     rng = random.Random(0)
     table: list[tuple[str, float, float, str]] = []
@@ -105,7 +112,38 @@ def main() -> None:
     summary = step("summary + 95% CI", lambda: analysis.summarize(tidy), table)
     step("derived columns", lambda: derived.enrich(summary, ANALYSIS), table)
     step("long table", lambda: derived.long_table(tidy), table)
-    print(f"{args.records:,} records × {args.reps} repetitions × 3 phases")
+
+    n = int(args.samples)  # one GPU sampled at 20 Hz, instant power around 400 W
+    t = np.arange(n) / 20.0
+    power = 400 + 250 * np.sin(t / 7.0) + np.random.default_rng(0).normal(0, 5, n)
+    samples = step(
+        "make 10M-sample trace",
+        lambda: pl.DataFrame(
+            {
+                "t_s": t,
+                "device": "cuda:0",
+                "source": "nvml",
+                "power_w": power,
+                "power_field": "instant",
+                "interpolation": "instant",
+            }
+        ),
+        table,
+    )
+    path = Path(tempfile.mkdtemp()) / "trace.parquet"
+    step("write trace parquet", lambda: PowerTrace(samples).save(path) or samples, table)
+    trace = step("read trace parquet", lambda: PowerTrace.load(path).samples, table)
+    windows = tidy.filter(pl.col("phase") != "decode").height  # every measured window
+    starts = np.sort(np.random.default_rng(1).uniform(0, t[-1] - 10, windows))
+    step(
+        f"integrate {windows:,} windows",
+        lambda: PowerTrace(trace).energy(starts, starts + 5.0)["cuda:0"],
+        table,
+    )
+    print(
+        f"{args.records:,} records × {args.reps} repetitions × 3 phases; "
+        f"{int(args.samples):,} trace samples"
+    )
     print(f"{'step':<20}{'seconds':>10}{'peak RSS MiB':>14}  rows × columns")
     for name, seconds, peak, shape in table:
         print(f"{name:<20}{seconds:>10.2f}{peak:>14.0f}  {shape}")
