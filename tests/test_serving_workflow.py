@@ -74,4 +74,5 @@ def test_changing_a_rate_reruns_only_serving(study: Path) -> None:
         jobs = planned(study)
     finally:
         write_config(study, STUDY)
-    assert set(jobs) == {"serve", "aggregate_serving", "plot_serving", "all"}
+    # the findings report reads the serving table (arrival-shaping claim, SLO recommendation)
+    assert set(jobs) == {"serve", "aggregate_serving", "plot_serving", "findings", "all"}
