@@ -32,6 +32,11 @@ TINY_MODEL = {
 }
 
 
+def bench_fp32_cpu(model_dir: Path) -> list[str]:
+    """The start of a `joulebench bench` command line: fp32 on the CPU with ``model_dir``."""
+    return ["bench", "--model-dir", str(model_dir), "--precision", "fp32", "--device", "cpu"]
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from joulebench.models import synthesize

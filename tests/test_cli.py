@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import bench_fp32_cpu
 from joulebench.cli import main
 
 
@@ -41,13 +42,7 @@ def test_bench_by_hand_writes_a_record_with_provenance(
     out = tmp_path / "rec.json"
     rc = main(
         [
-            "bench",
-            "--model-dir",
-            str(tiny_model),
-            "--precision",
-            "fp32",
-            "--device",
-            "cpu",
+            *bench_fp32_cpu(tiny_model),
             "--batch-size",
             "2",
             "--input-len",

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import bench_fp32_cpu
 from joulebench import provenance
 
 
@@ -55,13 +56,7 @@ def test_benchmark_killed_mid_measurement_writes_no_record(
                 sys.executable,
                 "-m",
                 "joulebench",
-                "bench",
-                "--model-dir",
-                str(tiny_model),
-                "--precision",
-                "fp32",
-                "--device",
-                "cpu",
+                *bench_fp32_cpu(tiny_model),
                 "--repetitions",
                 "50",
                 "--min-window-s",
@@ -90,13 +85,7 @@ def test_tokens_never_reach_records_or_logs(tiny_model: Path, tmp_path: Path) ->
             "-m",
             "joulebench",
             "-v",
-            "bench",
-            "--model-dir",
-            str(tiny_model),
-            "--precision",
-            "fp32",
-            "--device",
-            "cpu",
+            *bench_fp32_cpu(tiny_model),
             "--repetitions",
             "2",
             "--warmup",

@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from conftest import make_record
+from conftest import bench_fp32_cpu, make_record
 from joulebench import analysis, bench, plots
 from joulebench.cli import main
 from joulebench.config import BenchSpec
@@ -126,13 +126,7 @@ def test_cli_records_a_point_that_cannot_fit(tiny_model: Path, tmp_path: Path) -
     out = tmp_path / "r.json"
     rc = main(
         [
-            "bench",
-            "--model-dir",
-            str(tiny_model),
-            "--precision",
-            "fp32",
-            "--device",
-            "cpu",
+            *bench_fp32_cpu(tiny_model),
             "--batch-size",
             "4000000",
             "--input-len",

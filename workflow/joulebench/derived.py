@@ -39,21 +39,9 @@ J_PER_KWH = 3.6e6
 
 def long_table(tidy: pl.DataFrame) -> pl.DataFrame:
     """Every measurement as one row: configuration columns, phase, metric, value, unit, source."""
-    id_cols = [
-        "study",
-        "model",
-        "engine",
-        "precision",
-        "device",
-        "batch_size",
-        "input_len",
-        "output_len",
-        "config_id",
-        "phase",
-        "method",
-        "rep",
-        "meter_source",
-    ]
+    from joulebench.analysis import CONFIG_COLUMNS
+
+    id_cols = [c for c in CONFIG_COLUMNS if c != "config_hash"] + ["phase", "method", "rep"]
     return (
         tidy.unpivot(index=id_cols, on=list(UNITS), variable_name="metric", value_name="value")
         .with_columns(
