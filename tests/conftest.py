@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +31,20 @@ TINY_MODEL = {
     "overrides": TINY_OVERRIDES,
     "tokenizer_vocab_size": 512,
 }
+
+
+def snakemake_argv(workdir: Path, *args: str) -> list[str]:
+    """The command that runs this repository's workflow in ``workdir`` (what a user types)."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        *args,
+    ]
 
 
 def bench_fp32_cpu(model_dir: Path) -> list[str]:

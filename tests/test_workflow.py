@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
-from conftest import REPO, TINY_MODEL
+from conftest import REPO, TINY_MODEL, snakemake_argv
 from joulebench.plots import FIGURES
 from test_config import BAD_VALUES, with_change
 
@@ -39,18 +39,7 @@ def snakemake(
     workdir: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-d",
-            str(workdir),
-            "--cores",
-            "2",
-            *args,
-        ],
+        snakemake_argv(workdir, "--cores", "2", *args),
         capture_output=True,
         text=True,
         check=False,
@@ -283,19 +272,11 @@ def test_killed_study_leaves_no_partial_output_and_resumes(tmp_path: Path) -> No
     cfg = copy.deepcopy(STUDY)
     cfg["measurement"] = {**STUDY["measurement"], "min_window_s": 1.0}
     write_config(tmp_path, cfg)
-    command = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(tmp_path),
-        "--cores",
-        "2",
-    ]
     proc = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        snakemake_argv(tmp_path, "--cores", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     logs = tmp_path / "logs" / "benchmark"
     deadline = time.monotonic() + 120

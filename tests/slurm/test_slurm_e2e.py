@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
-from conftest import REPO, TINY_MODEL
+from conftest import REPO, TINY_MODEL, snakemake_argv
 
 pytestmark = pytest.mark.slurm
 
@@ -39,16 +39,7 @@ SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+)")
 def snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None):
     started = time.monotonic()
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(REPO / "Snakefile"),
-            "-d",
-            str(workdir),
-            *args,
-        ],
+        snakemake_argv(workdir, *args),
         capture_output=True,
         text=True,
         check=False,
