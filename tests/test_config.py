@@ -64,7 +64,9 @@ BAD_VALUES: list[tuple[str, Any, str, str]] = [
     ("batch_sizes", ["4"], "batch_sizes[0]", "not of type"),
     ("input_lengths", [-3], "input_lengths[0]", "minimum"),
     ("output_lengths", [1], "output_lengths[0]", "minimum"),
-    ("precisions", ["fp8"], "precisions[0]", "allowed: fp32"),
+    ("precisions", ["fp9"], "precisions[0]", "allowed: fp32"),
+    ("precisions", ["fp8"], "precisions[0]", "fp8 needs a CUDA GPU; this job runs on CPU"),
+    ("precisions", ["bnb-nf4"], "precisions[0]", "bnb-nf4 needs a CUDA GPU; this job runs on CPU"),
     ("device", "tpu", "device", "allowed: cpu, cuda, auto"),
     ("engines", ["tgi"], "engines[0]", "allowed: transformers"),
     ("measurement.meter", "codecarbon", "measurement.meter", "allowed: auto"),
@@ -106,7 +108,7 @@ def test_bad_values_name_their_key(path: str, value: Any, key: str, fragment: st
 def test_cpu_only_precision_on_cuda_is_rejected() -> None:
     cfg = with_change("precisions", ["cpu-int8"])
     cfg["device"] = "cuda"
-    with pytest.raises(ConfigError, match="cpu-int8' needs cpu") as err:
+    with pytest.raises(ConfigError, match="cpu-int8 on transformers needs cpu") as err:
         config.validate(cfg)
     assert err.value.key == "precisions[0]"
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from joulebench import provenance
 from joulebench.config import BenchSpec
-from joulebench.engines import Engine, make_engine
+from joulebench.engines import Engine, EngineOptions, make_engine
 from joulebench.memory import (
     InfeasibleError,
     available_bytes,
@@ -289,7 +289,15 @@ def run(
     m = spec.measurement
     started = provenance.now_utc()
     n_threads = m["threads"] or threads or 0
-    engine = make_engine(spec.engine, model_dir, spec.precision, spec.device, n_threads)
+    engine = make_engine(
+        spec.engine,
+        model_dir,
+        spec.precision,
+        spec.device,
+        n_threads,
+        variant=variant,
+        options=engine_options(spec),
+    )
     try:
         if m["memory_guard"]:
             _check_memory(spec, model_dir, engine.device, engine.precision)
@@ -335,6 +343,17 @@ def run(
         energy_method=_energy_method(
             meter_info, phases, rows, m, clock_offset, len(trace), trace_out
         ),
+    )
+
+
+def engine_options(spec: BenchSpec) -> EngineOptions:
+    """What the engine sizes itself by: the batch, the longest sequence, the GPUs it holds."""
+    return EngineOptions(
+        batch_size=spec.batch_size,
+        max_model_len=spec.input_len + spec.output_len,
+        tensor_parallel_size=spec.tensor_parallel,
+        seed=spec.measurement.get("seed", 0),
+        vllm=spec.engine_options,
     )
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from joulebench import __version__
+from joulebench.engines import ENGINES
 from joulebench.errors import JoulebenchError
+from joulebench.precisions import PRECISIONS
 
 log = logging.getLogger("joulebench")
 
@@ -62,6 +64,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
             input_len=args.input_len,
             output_len=args.output_len,
             measurement=m,
+            tensor_parallel=args.tensor_parallel,
+            engine_options=(_section_defaults("vllm") | json.loads(args.vllm_json or "{}"))
+            if args.engine == "vllm"
+            else {},
         )
     variant = json.loads(Path(args.variant).read_text()) if args.variant else None
     trace_out = args.trace_out or args.out.with_suffix(".trace.parquet")
@@ -135,7 +141,8 @@ def cmd_variant(args: argparse.Namespace) -> None:
     from joulebench.atomic import write_json
     from joulebench.precisions import get_precision, variant_manifest
 
-    manifest = variant_manifest(Path(args.model_dir), get_precision(args.precision))
+    quantization = json.loads(args.quantization_json) if args.quantization_json else None
+    manifest = variant_manifest(Path(args.model_dir), get_precision(args.precision), quantization)
     write_json(args.out, manifest)
     log.info("variant %s: %s", args.precision, manifest["sizes"])
 
@@ -322,8 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--variant", help="variant.json written by `joulebench variant`")
     b.add_argument("--model", help="model name for the record (default: the directory name)")
     b.add_argument("--study", default="manual")
-    b.add_argument("--engine", default="transformers", choices=["transformers"])
-    b.add_argument("--precision", help="fp32, fp16, bf16 or cpu-int8")
+    b.add_argument("--engine", default="transformers", choices=list(ENGINES))
+    b.add_argument("--precision", help=", ".join(PRECISIONS))
+    b.add_argument("--tensor-parallel", type=int, default=1, help="GPUs (vllm engine)")
+    b.add_argument("--vllm-json", help="vllm engine settings (the config's vllm: section) as JSON")
     b.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     b.add_argument("--batch-size", type=int, default=1)
     b.add_argument("--input-len", type=int, default=64)
@@ -351,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("variant", help="describe a precision variant of a model (variant.json)")
     v.add_argument("--model-dir", required=True)
     v.add_argument("--precision", required=True)
+    v.add_argument("--quantization-json", help="the config's quantization: section, as JSON")
     v.add_argument("--out", required=True)
     v.set_defaults(func=cmd_variant)
 

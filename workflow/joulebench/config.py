@@ -17,7 +17,7 @@ import yaml
 
 from joulebench.errors import ConfigError
 from joulebench.models import PRESETS, architecture, check_local
-from joulebench.precisions import check_device, get_precision
+from joulebench.precisions import check_device, check_support, get_precision
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
@@ -97,6 +97,11 @@ def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
     _check_meter(config["measurement"]["meter"])
     for i, name in enumerate(config["precisions"]):
         check_device(get_precision(name, f"precisions[{i}]"), config["device"], f"precisions[{i}]")
+    _check_prequantized_models(config)
+    dropped = unsupported(config)
+    if dropped and not config["skip_unsupported"]:
+        key, message = dropped[0]
+        raise ConfigError(key, message + " (or set skip_unsupported: true to drop it)")
     get_precision(config["analysis"]["baseline"]["precision"], "analysis.baseline.precision")
     longest = max(config["input_lengths"]) + max(config["output_lengths"])
     for i, model in enumerate(config["models"]):
@@ -191,6 +196,90 @@ def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
             )
 
 
+def _check_prequantized_models(config: dict[str, Any]) -> None:
+    """A model that ships quantized runs `prequantized` only, and only such models do."""
+    listed = "prequantized" in config["precisions"]
+    declared = False
+    for i, model in enumerate(config["models"]):
+        fmt = model.get("quantization")
+        if fmt is None:
+            continue
+        declared = True
+        if model["source"] == "synthetic":
+            raise ConfigError(
+                f"models[{i}].quantization", "applies to hub and local checkpoints only"
+            )
+        if not listed:
+            raise ConfigError(
+                f"models[{i}].quantization",
+                f"model '{model['name']}' ships a {fmt} checkpoint; add 'prequantized' to "
+                "precisions to run it as shipped",
+            )
+    if listed and not declared:
+        raise ConfigError(
+            f"precisions[{config['precisions'].index('prequantized')}]",
+            "prequantized needs a model that declares its checkpoint's format "
+            "(models[].quantization: gptq, awq, compressed-tensors or fp8)",
+        )
+
+
+def model_precisions(config: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    """The precisions a model runs: `prequantized` alone for a quantized checkpoint."""
+    if model.get("quantization"):
+        return ["prequantized"]
+    return [p for p in config["precisions"] if p != "prequantized"]
+
+
+Combination = tuple[dict[str, Any], str, str, int]
+
+
+def _combinations(
+    config: dict[str, Any],
+) -> list[tuple[Combination, tuple[str, str] | None]]:
+    """Every (model, precision, engine, tp) with None or the (key, reason) it cannot run."""
+    out: list[tuple[Combination, tuple[str, str] | None]] = []
+    gpu_cc = (config.get("gpu") or {}).get("compute_capability")
+    for model in config["models"]:
+        for precision in model_precisions(config, model):
+            for engine in config["engines"]:
+                for tp in config["tensor_parallel_sizes"]:
+                    combo = (model, precision, engine, tp)
+                    key = f"precisions[{config['precisions'].index(precision)}]"
+                    try:
+                        check_support(
+                            get_precision(precision),
+                            engine,
+                            config["device"],
+                            key,
+                            gpu_cc,
+                            model.get("quantization"),
+                        )
+                        _check_tensor_parallel(engine, config["device"], tp)
+                    except ConfigError as err:
+                        where = f"{model['name']}/{precision}/{engine}" + (
+                            f"/tp{tp}" if tp > 1 else ""
+                        )
+                        reason = str(err).split(": ", 1)[1]
+                        out.append((combo, (err.key, f"{where}: {reason}")))
+                        continue
+                    out.append((combo, None))
+    return out
+
+
+def unsupported(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(key, reason) of every combination in the matrix that cannot run."""
+    return [reason for _, reason in _combinations(config) if reason is not None]
+
+
+def _check_tensor_parallel(engine: str, device: str, tp: int) -> None:
+    if tp > 1 and (engine != "vllm" or device == "cpu"):
+        raise ConfigError(
+            "tensor_parallel_sizes",
+            f"tensor parallel size {tp} needs the vllm engine on cuda "
+            f"(this combination: engine {engine}, device {device})",
+        )
+
+
 def _resolve(path: str, base_dir: Path) -> str:
     p = Path(path)
     return str(p if p.is_absolute() else (base_dir / p).resolve())
@@ -252,11 +341,14 @@ class BenchSpec:
     input_len: int
     output_len: int
     measurement: dict[str, Any] = field(default_factory=dict)
+    tensor_parallel: int = 1
+    engine_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def point(self) -> str:
-        """The shape part of the job's name."""
-        return f"bs{self.batch_size}_in{self.input_len}_out{self.output_len}"
+        """The shape part of the job's name (with the GPU count when tensor parallel)."""
+        tp = f"_tp{self.tensor_parallel}" if self.tensor_parallel > 1 else ""
+        return f"bs{self.batch_size}_in{self.input_len}_out{self.output_len}{tp}"
 
     @property
     def config_id(self) -> str:
@@ -271,7 +363,9 @@ class BenchSpec:
 
 
 def expand(config: dict[str, Any]) -> list[BenchSpec]:
-    """The experiment matrix: models × precisions × engines × batch × input × output lengths."""
+    """The experiment matrix: models × precisions × engines × tensor parallel × batch × input ×
+    output lengths, less the combinations that cannot run (an error unless skip_unsupported)."""
+    runnable = [combo for combo, reason in _combinations(config) if reason is None]
     specs = [
         BenchSpec(
             study=config["study"],
@@ -283,11 +377,11 @@ def expand(config: dict[str, Any]) -> list[BenchSpec]:
             input_len=inp,
             output_len=out,
             measurement=copy.deepcopy(config["measurement"]),
+            tensor_parallel=tp,
+            engine_options=copy.deepcopy(config["vllm"]) if engine == "vllm" else {},
         )
-        for model, precision, engine, batch, inp, out in itertools.product(
-            config["models"],
-            config["precisions"],
-            config["engines"],
+        for (model, precision, engine, tp), batch, inp, out in itertools.product(
+            runnable,
             config["batch_sizes"],
             config["input_lengths"],
             config["output_lengths"],

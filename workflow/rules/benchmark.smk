@@ -18,7 +18,7 @@ rule benchmark:
         "results/benchmarks/benchmark/{model}/{precision}/{engine}/{point}.tsv"
     threads: bench_threads()
     resources:
-        gpu=BENCH_GPUS,
+        gpu=bench_gpus,
         runtime="30m",
         mem_mb=job_mem_mb,
     params:

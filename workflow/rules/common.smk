@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from joulebench import config as jb_config
 from joulebench.errors import ConfigError
@@ -17,6 +18,8 @@ from joulebench.serving import session_specs
 
 try:
     CONFIG = jb_config.validate(config)
+    for _key, _reason in jb_config.unsupported(CONFIG):
+        logger.warning(f"skipped (skip_unsupported: true): {_reason}")
     SPECS = {spec.config_id: spec for spec in jb_config.expand(CONFIG)}
     SESSIONS = {s.session_id: s for s in session_specs(CONFIG)}
 except ConfigError as err:
@@ -39,10 +42,19 @@ CODE = {
     )
 }
 
-#: GPUs per benchmark job: one on a `device: cuda` study, none otherwise (`auto` asks for none,
+#: GPUs per serving job: one on a `device: cuda` study, none otherwise (`auto` asks for none,
 #: so a cluster never spends GPU hours on a maybe). Profiles pick the scheduler's spelling
 #: (`gpu`/`gpu_model` → --gpus, or `gres`), see profiles/slurm.
 BENCH_GPUS = 1 if CONFIG["device"] == "cuda" else 0
+
+
+def bench_gpus(wildcards):
+    """GPUs a benchmark job holds: its tensor-parallel size on a cuda study, else none."""
+    spec = SPECS[
+        f"{wildcards.model}/{wildcards.precision}/{wildcards.engine}/{wildcards.point}"
+    ]
+    return spec.tensor_parallel if CONFIG["device"] == "cuda" else 0
+
 
 #: Cores per benchmark job where the run has no core count (a cluster executor without --cores);
 #: cluster profiles set it per rule with `set-threads`.
@@ -78,7 +90,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     precision=r"[A-Za-z0-9._-]+",
     engine=r"[A-Za-z0-9._-]+",
-    point=r"bs\d+_in\d+_out\d+",
+    point=r"bs\d+_in\d+_out\d+(_tp\d+)?",
     figure="|".join(FIGURES),
     serving_figure="|".join(SERVING_FIGURES),
     server=r"[A-Za-z0-9._-]+",
@@ -95,6 +107,11 @@ def bench_spec_json(wildcards):
         f"{wildcards.model}/{wildcards.precision}/{wildcards.engine}/{wildcards.point}"
     )
     return json.dumps(SPECS[key].to_dict(), sort_keys=True)
+
+
+def quantization_json():
+    """The `quantization:` section, as JSON (params: editing it remakes the variants)."""
+    return json.dumps(CONFIG["quantization"], sort_keys=True)
 
 
 def analysis_json():

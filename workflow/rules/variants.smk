@@ -14,6 +14,7 @@ rule describe_variant:
     log:
         "logs/variants/{model}/{precision}.log",
     params:
+        quantization=quantization_json(),
         code=CODE["variant"],
     run:
         joulebench(
@@ -21,5 +22,6 @@ rule describe_variant:
             log[0],
             model_dir=input.model,
             precision=wildcards.precision,
+            quantization_json=params.quantization,
             out=output[0],
         )

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
-from joulebench.engines.base import Engine, GenerationError
+from typing import Any
+
+from joulebench.engines.base import Engine, EngineOptions, GenerationError
 from joulebench.errors import ConfigError
 
-ENGINES = ("transformers",)
+ENGINES = ("transformers", "vllm")
 
 
-def make_engine(name: str, model_dir: str, precision: str, device: str, threads: int = 0) -> Engine:
-    """Build (but do not load) the engine called ``name``; heavy imports happen in load()."""
+def make_engine(
+    name: str,
+    model_dir: str,
+    precision: str,
+    device: str,
+    threads: int = 0,
+    *,
+    variant: dict[str, Any] | None = None,
+    options: EngineOptions | None = None,
+) -> Engine:
+    """Build (but do not load) the engine called ``name``; heavy imports happen in load().
+
+    ``variant`` is the variant's manifest (``variant.json``): which checkpoint to load and how.
+    Without it the engine derives the load settings from the precision's defaults.
+    """
+    options = options or EngineOptions()
     if name == "transformers":
         from joulebench.engines.hf_transformers import TransformersEngine
 
-        return TransformersEngine(model_dir, precision, device, threads)
+        return TransformersEngine(model_dir, precision, device, threads, variant=variant)
+    if name == "vllm":
+        from joulebench.engines.vllm_offline import VllmEngine
+
+        return VllmEngine(model_dir, precision, device, threads, variant=variant, options=options)
     raise ConfigError("engines", f"unknown engine '{name}'; allowed: {', '.join(ENGINES)}")
 
 
-__all__ = ["ENGINES", "Engine", "GenerationError", "make_engine"]
+__all__ = ["ENGINES", "Engine", "EngineOptions", "GenerationError", "make_engine"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from joulebench.precisions import Precision
@@ -10,6 +11,38 @@ from joulebench.precisions import Precision
 
 class GenerationError(RuntimeError):
     """An engine produced something other than what was asked (e.g. fewer tokens)."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What an engine may size itself by, beyond the model and variant.
+
+    The transformers engine needs none of it; vLLM sizes its scheduler (``max_num_seqs`` =
+    ``batch_size``), context and KV cache by it, and reads ``vllm`` (the config's section).
+    """
+
+    batch_size: int = 1
+    max_model_len: int | None = None
+    tensor_parallel_size: int = 1
+    seed: int = 0
+    vllm: dict[str, Any] = field(default_factory=dict)
+
+
+def random_prompt_ids(
+    tokenizer: Any, vocab_size: int, batch_size: int, input_len: int, seed: int
+) -> list[list[int]]:
+    """``batch_size`` prompts of exactly ``input_len`` token ids, no special tokens, seeded.
+
+    Every engine draws its prompts here, so the same seed gives the same prompts everywhere.
+    """
+    import torch
+
+    vocab = min(len(tokenizer), vocab_size)
+    special = set(tokenizer.all_special_ids)
+    allowed = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(allowed), (batch_size, input_len), generator=gen)
+    return allowed[picks].tolist()
 
 
 class Engine(Protocol):

@@ -8,9 +8,15 @@ import resource
 from collections.abc import Callable
 from typing import Any
 
-from joulebench.engines.base import GenerationError
+from joulebench.engines.base import GenerationError, random_prompt_ids
 from joulebench.errors import ConfigError
-from joulebench.precisions import apply_transform, check_device, get_precision, torch_dtype
+from joulebench.precisions import (
+    apply_transform,
+    check_support,
+    get_precision,
+    load_settings,
+    torch_dtype,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +37,40 @@ class TransformersEngine:
 
     name = "transformers"
 
-    def __init__(self, model_dir: str, precision: str, device: str, threads: int = 0) -> None:
+    def __init__(
+        self,
+        model_dir: str,
+        precision: str,
+        device: str,
+        threads: int = 0,
+        variant: dict[str, Any] | None = None,
+    ) -> None:
         self.model_dir = model_dir
         self.precision = get_precision(precision)
         self.device = resolve_device(device)
-        check_device(self.precision, self.device, key="precision")
+        check_support(self.precision, self.name, self.device, key="precision")
         self.threads = threads
+        variant = variant or {}
+        #: a converted checkpoint (ct-* variants) or the source one
+        self.load_dir = variant.get("checkpoint") or model_dir
+        self.settings = variant.get("load") or load_settings(self.precision)
         self.model: Any = None
         self.tokenizer: Any = None
+
+    def _from_pretrained_kwargs(self) -> dict[str, Any]:
+        """dtype, and the bitsandbytes quantization config for bnb-* variants."""
+        dtype = self.settings["dtype"]
+        kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else torch_dtype(dtype)}
+        bnb = self.settings.get("bitsandbytes")
+        if bnb is not None:
+            from transformers import BitsAndBytesConfig
+
+            options = dict(bnb)
+            if "bnb_4bit_compute_dtype" in options:
+                options["bnb_4bit_compute_dtype"] = torch_dtype(options["bnb_4bit_compute_dtype"])
+            kwargs["quantization_config"] = BitsAndBytesConfig(**options)
+            kwargs["device_map"] = {"": self.device}  # bitsandbytes quantizes while placing
+        return kwargs
 
     def load(self) -> None:
         import torch
@@ -46,12 +78,13 @@ class TransformersEngine:
 
         if self.threads > 0:
             torch.set_num_threads(self.threads)
-        log.info("loading %s as %s on %s", self.model_dir, self.precision.name, self.device)
+        log.info("loading %s as %s on %s", self.load_dir, self.precision.name, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-        model = AutoModelForCausalLM.from_pretrained(
-            self.model_dir, dtype=torch_dtype(self.precision)
-        )
-        model = apply_transform(self.precision, model.to(self.device).eval())
+        kwargs = self._from_pretrained_kwargs()
+        model = AutoModelForCausalLM.from_pretrained(self.load_dir, **kwargs)
+        if "device_map" not in kwargs:
+            model = model.to(self.device)
+        model = apply_transform(self.precision, model.eval())
         self.model = model
         pad = self.tokenizer.pad_token_id
         if pad is None:
@@ -68,12 +101,10 @@ class TransformersEngine:
     def make_inputs(self, batch_size: int, input_len: int, seed: int) -> dict[str, Any]:
         import torch
 
-        vocab = min(len(self.tokenizer), self.model.config.vocab_size)
-        special = set(self.tokenizer.all_special_ids)
-        allowed = torch.tensor([i for i in range(vocab) if i not in special], dtype=torch.long)
-        gen = torch.Generator().manual_seed(seed)
-        picks = torch.randint(0, len(allowed), (batch_size, input_len), generator=gen)
-        ids = allowed[picks].to(self.device)
+        prompts = random_prompt_ids(
+            self.tokenizer, self.model.config.vocab_size, batch_size, input_len, seed
+        )
+        ids = torch.tensor(prompts, dtype=torch.long, device=self.device)
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
     def generate(
@@ -129,8 +160,10 @@ class TransformersEngine:
         return {
             "engine": self.name,
             "device": self.device,
-            "dtype": self.precision.dtype,
+            "dtype": str(self.model.dtype).removeprefix("torch."),
             "transform": self.precision.kind,
+            "load": self.settings,
+            "checkpoint": self.load_dir,
             "torch_threads": torch.get_num_threads(),
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
         }
