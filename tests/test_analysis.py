@@ -107,3 +107,19 @@ def test_new_quantities_are_summarised_and_old_records_still_aggregate() -> None
     untraced = summary.filter(precision="bf16")
     assert untraced["net_energy_j_mean"].null_count() == untraced.height
     assert untraced["energy_j_mean"].null_count() == 0
+
+
+def test_each_gpu_keeps_its_own_energy_column_and_tp_is_a_column() -> None:
+    rec = make_record("bf16", 4, [{"pe": 2.0, "pt": 0.1, "fe": 10.0, "ft": 1.0}] * 2, "nvml")
+    rec["config"]["tensor_parallel"] = 2
+    for run in rec["runs"]:
+        run["energy_by_device_j"] = {
+            "cuda:0": run["energy_j"] * 0.6,
+            "cuda:1": run["energy_j"] * 0.4,
+        }
+    tidy = analysis.measurements([rec])
+    assert (tidy["tensor_parallel"] == 2).all()
+    both = tidy["energy_j[cuda:0]"] + tidy["energy_j[cuda:1]"]
+    assert ((both - tidy["energy_j"]).abs() < 1e-9).all()
+    summary = analysis.summarize(tidy, 0.95)
+    assert (summary["tensor_parallel"] == 2).all()

@@ -4,6 +4,12 @@ Both run in this process on the same tiny model, batch and prompts, interleaved 
 drift in machine speed hits both alike. Prints a table and the ratio (target ≥ 0.98).
 
     .venv/bin/python tests/perf/harness_overhead.py [--rounds 7] [--batch-size 8]
+    .venv-vllm/bin/python tests/perf/harness_overhead.py --engine vllm
+
+With ``--engine vllm`` the bare path is ``vllm.LLM.generate`` on the same token-id prompts with
+the same SamplingParams, on the very LLM instance the joulebench engine built (one model in
+memory; identical engine arguments), and the joulebench path is the harness's full-generation
+window (streamed step loop that marks the first token, inside a meter window with the trace on).
 """
 
 from __future__ import annotations
@@ -12,15 +18,16 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from joulebench import bench
 from joulebench.config import BenchSpec
-from joulebench.engines import make_engine
+from joulebench.engines import EngineOptions, make_engine
 from joulebench.meters import make_meter
 from joulebench.models import synthesize
-from transformers import AutoModelForCausalLM, GenerationConfig
 
 
 def main() -> None:
@@ -30,19 +37,21 @@ def main() -> None:
     ap.add_argument("--input-len", type=int, default=64)
     ap.add_argument("--output-len", type=int, default=64)
     ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--engine", default="transformers", choices=["transformers", "vllm"])
     args = ap.parse_args()
     b, n_in, n_out = args.batch_size, args.input_len, args.output_len
 
     model_dir = Path(tempfile.mkdtemp()) / "tiny-llama"
     synthesize(model_dir, "tiny-llama")
 
-    engine = make_engine("transformers", str(model_dir), args.precision, "cpu")
+    options = EngineOptions(batch_size=b, max_model_len=n_in + n_out)
+    engine = make_engine(args.engine, str(model_dir), args.precision, "cpu", options=options)
     engine.load()
     meter = make_meter("auto", "cpu", sample_hz=20)  # with the power trace, as the study runs
     spec = BenchSpec(
         "perf",
         "tiny-llama",
-        "transformers",
+        args.engine,
         args.precision,
         "cpu",
         b,
@@ -58,21 +67,12 @@ def main() -> None:
         },
     )
 
-    bare = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=getattr(torch, engine.precision.dtype)
-    ).eval()
     inputs = engine.make_inputs(b, n_in, 0)
-    gen = GenerationConfig(
-        do_sample=False,
-        max_new_tokens=n_out,
-        min_new_tokens=n_out,
-        pad_token_id=engine.tokenizer.pad_token_id,
-        eos_token_id=engine.tokenizer.eos_token_id,
+    bare_generate = (
+        bare_transformers(model_dir, engine, inputs, n_out)
+        if args.engine == "transformers"
+        else bare_vllm(engine, inputs, n_out)
     )
-
-    def bare_generate() -> None:
-        with torch.inference_mode():
-            bare.generate(**inputs, generation_config=gen)
 
     for _ in range(2):  # warm both
         bare_generate()
@@ -97,12 +97,12 @@ def main() -> None:
 
     med_jb, med_bare = statistics.median(rates_jb), statistics.median(rates_bare)
     print(
-        f"tiny-llama {args.precision}, batch {b}, in {n_in}, out {n_out}, "
+        f"{args.engine}: tiny-llama {args.precision}, batch {b}, in {n_in}, out {n_out}, "
         f"{torch.get_num_threads()} threads, {args.rounds} rounds (median tokens/s)"
     )
     print(f"{'path':<28}{'tokens/s':>12}{'min':>10}{'max':>10}")
     print(
-        f"{'bare transformers generate':<28}{med_bare:>12.1f}{min(rates_bare):>10.1f}"
+        f"{'bare ' + args.engine + ' generate':<28}{med_bare:>12.1f}{min(rates_bare):>10.1f}"
         f"{max(rates_bare):>10.1f}"
     )
     print(
@@ -116,6 +116,42 @@ def main() -> None:
         f"median of paired per-round ratios:  {statistics.median(paired):.3f} "
         f"(IQR {q1:.3f}-{q3:.3f})  target >= 0.98"
     )
+
+
+def bare_transformers(model_dir: Path, engine: Any, inputs: Any, n_out: int) -> Callable[[], None]:
+    """A plain transformers model and generate call, loaded beside the engine's."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    bare = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=getattr(torch, engine.precision.dtype)
+    ).eval()
+    gen = GenerationConfig(
+        do_sample=False,
+        max_new_tokens=n_out,
+        min_new_tokens=n_out,
+        pad_token_id=engine.tokenizer.pad_token_id,
+        eos_token_id=engine.tokenizer.eos_token_id,
+    )
+
+    def generate() -> None:
+        with torch.inference_mode():
+            bare.generate(**inputs, generation_config=gen)
+
+    return generate
+
+
+def bare_vllm(engine: Any, inputs: Any, n_out: int) -> Callable[[], None]:
+    """``LLM.generate`` as a user would call it, on the engine's LLM instance."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(
+        max_tokens=n_out, min_tokens=n_out, ignore_eos=True, temperature=0.0, detokenize=False
+    )
+
+    def generate() -> None:
+        engine.llm.generate(inputs, params, use_tqdm=False)
+
+    return generate
 
 
 if __name__ == "__main__":

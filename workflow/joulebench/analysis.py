@@ -62,6 +62,8 @@ TRACE_QUANTITIES = (
 )
 #: How the energy was measured, per record (kept in the summary beside the meter source).
 METHOD_COLUMNS = ["power_field", "sample_hz"]
+#: What the variant and the job's GPUs were: tensor-parallel size, bits, bytes in memory, on disk.
+VARIANT_COLUMNS = ["tensor_parallel", "weight_bits", "weight_bytes", "checkpoint_bytes"]
 PHASES = ["prefill", "decode", "full"]
 
 
@@ -106,6 +108,19 @@ def _config_row(rec: dict[str, Any]) -> dict[str, Any]:
         "git_commit": prov["git"]["commit"],
         "torch_version": prov["packages"].get("torch"),
         **_method(rec),
+        **_variant(rec),
+    }
+
+
+def _variant(record: dict[str, Any]) -> dict[str, Any]:
+    """Tensor-parallel size and the variant's sizes (records before variants lack some)."""
+    variant = record.get("variant") or {}
+    sizes = variant.get("sizes") or {}
+    return {
+        "tensor_parallel": record["config"].get("tensor_parallel", 1),
+        "weight_bits": (variant.get("precision") or {}).get("weight_bits"),
+        "weight_bytes": sizes.get("weight_bytes"),
+        "checkpoint_bytes": sizes.get("checkpoint_bytes"),
     }
 
 
@@ -124,12 +139,14 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
     """
     configs: list[dict[str, Any]] = []
     runs: dict[str, list[Any]] = {k: [] for k in ("_record", *RUN_FIELDS, *TRACE_QUANTITIES)}
+    per_device: list[dict[str, float]] = []
     for rec in records:
         if rec.get("status", "ok") != "ok":
             continue  # infeasible points have no measurements; see infeasible()
         index = len(configs)
         configs.append(_config_row(rec))
         runs["_record"].extend([index] * len(rec["runs"]))
+        per_device.extend(run.get("energy_by_device_j") or {} for run in rec["runs"])
         for k in RUN_FIELDS:
             runs[k].extend([run[k] for run in rec["runs"]])
         for k in TRACE_QUANTITIES:  # absent from records made before power traces
@@ -140,6 +157,7 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
     df = (
         pl.DataFrame(runs, strict=False)
         .with_columns(pl.col("_record").cast(pl.UInt32), pl.col(TRACE_QUANTITIES).cast(pl.Float64))
+        .with_columns(_device_columns(per_device))
         .join(config_df, on="_record", how="left")
         .drop("_record")
         .with_columns(pl.col("sample_hz").cast(pl.Float64), pl.col("power_field").cast(pl.String))
@@ -152,6 +170,15 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
         net_j_per_token=pl.col("net_energy_j") / pl.col("tokens"),
         direct_j_per_token=pl.col("direct_energy_j") / pl.col("tokens"),
     ).sort([*CONFIG_COLUMNS[:8], "phase", "rep"])
+
+
+def _device_columns(per_device: list[dict[str, float]]) -> list[pl.Series]:
+    """``energy_j[<device>]`` per run: each GPU (and CPU domain) of a job in its own column."""
+    devices = sorted({d for row in per_device for d in row})
+    return [
+        pl.Series(f"energy_j[{d}]", [row.get(d) for row in per_device], dtype=pl.Float64)
+        for d in devices
+    ]
 
 
 def infeasible(records: list[dict[str, Any]]) -> pl.DataFrame:
@@ -194,7 +221,8 @@ def summarize(
     keys = [*CONFIG_COLUMNS, "phase", "method"]
     aggs: list[pl.Expr] = [pl.len().alias("n"), pl.col("peak_memory_bytes").max()]
     aggs += [
-        pl.col(c).first() for c in (*ENV_COLUMNS, *METHOD_COLUMNS, "input_tokens", "output_tokens")
+        pl.col(c).first()
+        for c in (*ENV_COLUMNS, *METHOD_COLUMNS, *VARIANT_COLUMNS, "input_tokens", "output_tokens")
     ]
     for m in METRICS:
         aggs += [
@@ -236,6 +264,7 @@ def summarize(
         "peak_memory_bytes",
         "confidence",
         *METHOD_COLUMNS,
+        *VARIANT_COLUMNS,
     ]
     return summary.select([*order, *ENV_COLUMNS]).sort(
         [*CONFIG_COLUMNS[:8], pl.col("phase").replace_strict(PHASES, list(range(3)))]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from joulebench.precisions import Precision
@@ -26,6 +28,15 @@ class EngineOptions:
     tensor_parallel_size: int = 1
     seed: int = 0
     vllm: dict[str, Any] = field(default_factory=dict)
+
+
+def checkpoint_quant_method(model_dir: str) -> str | None:
+    """``quantization_config.quant_method`` of a checkpoint's config.json (None: unquantized)."""
+    path = Path(model_dir) / "config.json"
+    if not path.is_file():
+        return None
+    method = (json.loads(path.read_text()).get("quantization_config") or {}).get("quant_method")
+    return str(method) if method else None
 
 
 def random_prompt_ids(
