@@ -94,6 +94,12 @@ BAD_VALUES: list[tuple[str, Any, str, str]] = [
     ("measurement.min_window_s", -1, "measurement.min_window_s", "minimum"),
     ("measurement.memory_guard", "yes", "measurement.memory_guard", "not of type"),
     ("precisions", ["bf16", "bf16"], "precisions", "non-unique"),
+    ("precisions", ["prequantized"], "precisions[0]", "declares its checkpoint's format"),
+    ("models.0.quantization", "gguf", "models[0].quantization", "allowed: gptq"),
+    ("tensor_parallel_sizes", [2], "tensor_parallel_sizes", "needs the vllm engine on cuda"),
+    ("quantization.bnb_compute_dtype", "int8", "quantization.bnb_compute_dtype", "allowed"),
+    ("vllm.gpu_memory_utilization", 1.5, "vllm.gpu_memory_utilization", "maximum"),
+    ("gpu.compute_capability", "9.0", "gpu.compute_capability", "not of type"),
 ]
 
 
