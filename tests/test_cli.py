@@ -128,3 +128,16 @@ def test_bad_meter_list_exits_with_a_message(tiny_model: Path, tmp_path: Path, c
     rc = main([*args, "nvml,zeus", "--out", str(tmp_path / "r.json")])
     assert rc == 2
     assert "unknown meter 'zeus'" in caplog.text
+
+
+def test_validate_lists_skipped_combinations(tmp_path: Path, capsys) -> None:
+    import yaml
+    from conftest import REPO
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg |= {"engines": ["transformers", "vllm"], "skip_unsupported": True}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["validate", str(tmp_path / "c.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "15 benchmark configurations" in out  # cpu-int8 runs on transformers only
+    assert "1 combinations skipped" in out and "tiny-llama/cpu-int8/vllm:" in out

@@ -258,6 +258,11 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(f"{args.configfile}: valid; {len(specs)} benchmark configurations")
     for spec in specs:
         print(f"  {spec.config_id}")
+    skipped = config.unsupported(cfg)
+    if skipped:
+        print(f"{len(skipped)} combinations skipped (skip_unsupported: true):")
+        for _, reason in skipped:
+            print(f"  {reason}")
     from joulebench.serving import session_specs
 
     sessions = session_specs(cfg)
