@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from joulebench.errors import ConfigError
-from joulebench.models import PRESETS, architecture, check_local
+from joulebench.models import PRESETS, architecture, check_declared_quantization, check_local
 from joulebench.precisions import check_device, check_support, get_precision
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -315,6 +315,9 @@ def _check_model_source(model: dict[str, Any], key: str, base_dir: Path) -> None
         path = Path(model["path"])
         model["path"] = str(path if path.is_absolute() else (base_dir / path).resolve())
         check_local(Path(model["path"]), key=f"{key}.path")
+        check_declared_quantization(
+            Path(model["path"]), model.get("quantization"), f"{key}.quantization"
+        )
 
 
 def _known_context(model: dict[str, Any]) -> int | None:

@@ -287,8 +287,47 @@ def link_local(out_dir: Path, path: Path) -> Path:
     return out_dir
 
 
-def prepare(spec: dict[str, Any], out_dir: Path) -> Path:
-    """Prepare one model (a ``models:`` entry of the config) into ``out_dir``."""
+def checkpoint_quantization(model_dir: Path) -> dict[str, Any] | None:
+    """The ``quantization_config`` a checkpoint's config.json declares (None: not quantized)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return config.get("quantization_config")
+
+
+def check_declared_quantization(
+    model_dir: Path, declared: str | None, key: str = "models[].quantization"
+) -> None:
+    """Reject a checkpoint whose quantization differs from ``models[i].quantization``.
+
+    A quantized checkpoint that is not declared is rejected too: a cast precision would run it
+    as something it is not.
+    """
+    found = (checkpoint_quantization(model_dir) or {}).get("quant_method")
+    if found == declared:
+        return
+    where = f"{Path(model_dir) / 'config.json'}"
+    if declared is None:
+        raise ConfigError(
+            key,
+            f"is not set, but {where} is a {found} checkpoint (quantization_config.quant_method "
+            f"'{found}'); declare `quantization: {found}` and run the prequantized precision",
+        )
+    raise ConfigError(
+        key,
+        f"declares '{declared}', but {where} "
+        + (
+            f"has quantization_config.quant_method '{found}'"
+            if found is not None
+            else "has no quantization_config (the checkpoint is not quantized)"
+        ),
+    )
+
+
+def prepare(spec: dict[str, Any], out_dir: Path, key: str = "models[]") -> Path:
+    """Prepare one model (a ``models:`` entry of the config, ``key``) into ``out_dir``.
+
+    A hub or local checkpoint must ship the quantization its entry declares (and none if it
+    declares none); see :func:`check_declared_quantization`.
+    """
     source = spec["source"]
     if source == "synthetic":
         return synthesize(
@@ -299,10 +338,17 @@ def prepare(spec: dict[str, Any], out_dir: Path) -> Path:
             spec.get("tokenizer_vocab_size"),
         )
     if source == "hub":
-        return download(out_dir, spec["repo"], spec["revision"])
-    if source == "local":
-        return link_local(out_dir, Path(spec["path"]))
-    raise ConfigError("models.source", f"unknown source '{source}'")
+        prepared = download(out_dir, spec["repo"], spec["revision"])
+    elif source == "local":
+        prepared = link_local(out_dir, Path(spec["path"]))
+    else:
+        raise ConfigError(f"{key}.source", f"unknown source '{source}'")
+    try:
+        check_declared_quantization(prepared, spec.get("quantization"), f"{key}.quantization")
+    except ConfigError:
+        _remove(prepared)  # a wrong checkpoint must not look prepared
+        raise
+    return prepared
 
 
 def _remove(path: Path) -> None:

@@ -300,29 +300,80 @@ def checkpoint_bytes(directory: Path) -> int:
     )
 
 
+def shipped_quantization(model_dir: Path) -> dict[str, Any] | None:
+    """Method, bits and group size of the quantization a checkpoint ships (its config.json).
+
+    Reads the spellings of GPTQ/AWQ (``bits``, ``group_size``), FP8 (8 bits, block size) and
+    compressed-tensors (the first config group's weights); ``config`` keeps the whole entry.
+    """
+    from joulebench.models import checkpoint_quantization
+
+    config = checkpoint_quantization(model_dir)
+    if config is None:
+        return None
+    method = config.get("quant_method")
+    bits, group_size = config.get("bits"), config.get("group_size")
+    if method == "fp8":
+        bits, group_size = 8, config.get("weight_block_size")
+    elif method == "compressed-tensors":
+        groups = list((config.get("config_groups") or {}).values())
+        weights = (groups[0].get("weights") or {}) if groups else {}
+        bits, group_size = weights.get("num_bits"), weights.get("group_size")
+    return {"method": method, "bits": bits, "group_size": group_size, "config": config}
+
+
+def _quantization_record(
+    precision: Precision, model_dir: Path, load: dict[str, Any], recipe: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """What the manifest says about the variant's quantization (None for casts)."""
+    if precision.kind == "bitsandbytes":
+        bnb = load["bitsandbytes"]
+        return {
+            "method": "bitsandbytes",
+            "scheme": precision.scheme,
+            "compute_dtype": bnb.get("bnb_4bit_compute_dtype", load["dtype"]),
+            "settings": bnb,
+        }
+    if precision.kind == "prequantized":
+        return shipped_quantization(model_dir)
+    if precision.kind == "compressed-tensors":
+        return recipe
+    return None
+
+
 def variant_manifest(
     model_dir: Path,
     precision: Precision,
     quantization: dict[str, Any] | None = None,
     checkpoint: Path | None = None,
-    made_by: dict[str, str] | None = None,
+    made_by: dict[str, str | None] | None = None,
+    recipe: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The content of ``variant.json``: how to load the variant, what made it, what it weighs.
 
     ``checkpoint`` is the converted checkpoint a variant's rule wrote (None for on-load
-    variants, which reuse the source checkpoint); ``made_by`` the libraries that made it.
+    variants, which reuse the source checkpoint); ``made_by`` the libraries that made it and
+    ``recipe`` how (scheme, group size, ignored modules: see :mod:`joulebench.quantize`).
     """
     from joulebench.provenance import package_versions
 
+    if precision.writes_checkpoint and checkpoint is None:
+        raise ConfigError(
+            "precisions",
+            f"{precision.name} is a checkpoint the workflow writes: make it with "
+            "`joulebench quantize`, which writes its variant.json too",
+        )
     loaded_from = Path(checkpoint) if checkpoint is not None else Path(model_dir)
     libraries = ["torch", "transformers"]
     if precision.library not in ("torch", "(the checkpoint's)"):
         libraries.append(precision.library)
+    load = load_settings(precision, quantization)
     return {
         "precision": asdict(precision),
         "model_dir": str(model_dir),
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "load": load_settings(precision, quantization),
+        "load": load,
+        "quantization": _quantization_record(precision, Path(model_dir), load, recipe),
         "sizes": {
             **weight_bytes(model_dir, precision),
             "checkpoint_bytes": checkpoint_bytes(loaded_from),
