@@ -133,18 +133,57 @@ def cmd_prepare_model(args: argparse.Namespace) -> None:
     from joulebench import models
 
     spec = json.loads(args.spec_json)
-    models.prepare(spec, Path(args.out))
+    models.prepare(spec, Path(args.out), key=args.config_key)
     log.info("model '%s' ready in %s", spec["name"], args.out)
+
+
+def _quantization_config(text: str | None) -> dict[str, Any]:
+    return _section_defaults("quantization") | (json.loads(text) if text else {})
 
 
 def cmd_variant(args: argparse.Namespace) -> None:
     from joulebench.atomic import write_json
     from joulebench.precisions import get_precision, variant_manifest
 
-    quantization = json.loads(args.quantization_json) if args.quantization_json else None
-    manifest = variant_manifest(Path(args.model_dir), get_precision(args.precision), quantization)
+    precision = get_precision(args.precision, "--precision")
+    if precision.writes_checkpoint:
+        raise JoulebenchError(
+            f"{precision.name} is a checkpoint the workflow writes; make it (and its manifest) "
+            f"with `joulebench quantize --model-dir {args.model_dir} --precision "
+            f"{precision.name} --out-dir DIR --manifest {args.out}`"
+        )
+    quantization = _quantization_config(args.quantization_json)
+    manifest = variant_manifest(Path(args.model_dir), precision, quantization)
     write_json(args.out, manifest)
     log.info("variant %s: %s", args.precision, manifest["sizes"])
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from joulebench.atomic import write_json
+    from joulebench.precisions import get_precision, variant_manifest
+    from joulebench.quantize import write_checkpoint
+
+    precision = get_precision(args.precision, "--precision")
+    if not precision.writes_checkpoint:
+        raise JoulebenchError(
+            f"{precision.name} writes no checkpoint; describe it with `joulebench variant`"
+        )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    quantization = _quantization_config(args.quantization_json)
+    written = write_checkpoint(Path(args.model_dir), precision, quantization, Path(args.out_dir))
+    manifest = variant_manifest(
+        Path(args.model_dir),
+        precision,
+        quantization,
+        checkpoint=written.path,
+        made_by=written.made_by,
+        recipe=written.recipe,
+    )
+    write_json(args.manifest, manifest)
+    log.info("variant %s in %s: %s", precision.name, written.path, manifest["sizes"])
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:
@@ -360,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare-model", help="synthesize, download or link one model")
     p.add_argument("--spec-json", required=True, help="one `models:` entry as JSON")
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--config-key", default="models[]", help="the entry's key in errors, e.g. models[0]"
+    )
     p.set_defaults(func=cmd_prepare_model)
 
     v = sub.add_parser("variant", help="describe a precision variant of a model (variant.json)")
@@ -368,6 +410,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quantization-json", help="the config's quantization: section, as JSON")
     v.add_argument("--out", required=True)
     v.set_defaults(func=cmd_variant)
+
+    q = sub.add_parser(
+        "quantize",
+        help="write a ct-* variant: a compressed-tensors checkpoint and its variant.json",
+    )
+    q.add_argument("--model-dir", required=True, help="the source model directory")
+    q.add_argument(
+        "--precision",
+        required=True,
+        choices=[p.name for p in PRECISIONS.values() if p.writes_checkpoint],
+    )
+    q.add_argument("--quantization-json", help="the config's quantization: section, as JSON")
+    q.add_argument("--out-dir", required=True, help="the checkpoint directory to write")
+    q.add_argument("--manifest", required=True, help="where to write variant.json")
+    q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    q.set_defaults(func=cmd_quantize)
 
     a = sub.add_parser("aggregate", help="records → tidy measurements + summary tables")
     a.add_argument("records", nargs="+")
