@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import logging
 import resource
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from joulebench.engines.base import GenerationError, random_prompt_ids
@@ -70,6 +72,11 @@ class TransformersEngine:
                 options["bnb_4bit_compute_dtype"] = torch_dtype(options["bnb_4bit_compute_dtype"])
             kwargs["quantization_config"] = BitsAndBytesConfig(**options)
             kwargs["device_map"] = {"": self.device}  # bitsandbytes quantizes while placing
+        elif _quant_method(self.load_dir) == "compressed-tensors":
+            from transformers import CompressedTensorsConfig
+
+            # decompress while loading, not on the first (measured) forward pass
+            kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=True)
         return kwargs
 
     def load(self) -> None:
@@ -81,7 +88,10 @@ class TransformersEngine:
         log.info("loading %s as %s on %s", self.load_dir, self.precision.name, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         kwargs = self._from_pretrained_kwargs()
-        model = AutoModelForCausalLM.from_pretrained(self.load_dir, **kwargs)
+        with warnings.catch_warnings():
+            # intended: our quantization_config only sets how a compressed-tensors one loads
+            warnings.filterwarnings("ignore", message="You passed `quantization_config`")
+            model = AutoModelForCausalLM.from_pretrained(self.load_dir, **kwargs)
         if "device_map" not in kwargs:
             model = model.to(self.device)
         model = apply_transform(self.precision, model.eval())
@@ -166,7 +176,49 @@ class TransformersEngine:
             "checkpoint": self.load_dir,
             "torch_threads": torch.get_num_threads(),
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+            "quantized_execution": compressed_tensors_execution(self.model),
         }
+
+
+def _quant_method(model_dir: str) -> str | None:
+    from joulebench.models import checkpoint_quantization
+
+    return (checkpoint_quantization(Path(model_dir)) or {}).get("quant_method")
+
+
+def compressed_tensors_execution(model: Any) -> dict[str, Any] | None:
+    """How transformers runs a compressed-tensors checkpoint, read off the loaded modules.
+
+    transformers has no integer or FP8 matmul kernels for these checkpoints on CPU (nor, except
+    opt-in FP8 on recent GPUs, on CUDA): compressed-tensors decompresses the weights to dense
+    tensors in the model dtype, and a quantized scheme's activations are quantized and
+    dequantized around each dense matmul (an emulation that costs extra work, not a saving).
+    """
+    modules = [m for m in model.modules() if getattr(m, "quantization_scheme", None) is not None]
+    if not modules:
+        return None
+    weight_dtypes = sorted({str(m.weight.dtype).removeprefix("torch.") for m in modules})
+    qdq = sorted(
+        {
+            f"{a.type}{a.num_bits} per {a.strategy}"
+            for m in modules
+            if (a := m.quantization_scheme.input_activations) is not None
+        }
+    )
+    dense = all(d in ("float32", "float16", "bfloat16") for d in weight_dtypes)
+    return {
+        "library": "compressed-tensors",
+        "quantized_modules": len(modules),
+        "status": sorted({str(m.quantization_status.value) for m in modules}),
+        "weight_dtypes": weight_dtypes,
+        "activation_quantize_dequantize": qdq,
+        "summary": (
+            "weights decompressed to dense at load; dense matmuls"
+            + (f", activations quantized-dequantized ({', '.join(qdq)})" if qdq else "")
+            if dense
+            else "quantized weights kept in memory"
+        ),
+    }
 
 
 class _FirstTokenStreamer:
