@@ -48,13 +48,15 @@ _SLURM_VARS = {
 #: parameter: editing one of these files reruns that step's jobs (and nothing else).
 CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "prepare-model": ("models.py",),
-    "variant": ("precisions.py",),
+    "variant": ("precisions.py", "models.py"),
+    "quantize": ("quantize.py", "precisions.py", "models.py"),
     "bench": (
         "bench.py",
         "config.py",
         "engines",
         "memory.py",
         "meters.py",
+        "models.py",
         "precisions.py",
         "rapl.py",
         "sampler.py",

@@ -2,6 +2,7 @@
 # wildcard constraints and the small input/params functions the rules use.
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from joulebench import config as jb_config
 from joulebench.errors import ConfigError
 from joulebench.models import architecture, parameter_count
 from joulebench.plots import FIGURES, SERVING_FIGURES
+from joulebench.precisions import PRECISIONS
 from joulebench.provenance import source_hash
 from joulebench.serving import session_specs
 
@@ -32,6 +34,7 @@ CODE = {
     for step in (
         "prepare-model",
         "variant",
+        "quantize",
         "bench",
         "aggregate",
         "plot",
@@ -86,6 +89,16 @@ def bench_threads():
         return CLUSTER_BENCH_THREADS
 
 
+#: Precisions whose variant is a checkpoint the workflow writes (rule quantize_variant) and
+#: the others (rule describe_variant), as wildcard patterns generated from the registry.
+CHECKPOINT_PRECISIONS = "|".join(
+    re.escape(p.name) for p in PRECISIONS.values() if p.writes_checkpoint
+)
+ON_LOAD_PRECISIONS = "|".join(
+    re.escape(p.name) for p in PRECISIONS.values() if not p.writes_checkpoint
+)
+
+
 wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     precision=r"[A-Za-z0-9._-]+",
@@ -99,6 +112,12 @@ wildcard_constraints:
 def model_spec_json(wildcards):
     """The model's `models:` entry, as JSON for `joulebench prepare-model`."""
     return json.dumps(jb_config.model_spec(CONFIG, wildcards.model), sort_keys=True)
+
+
+def model_config_key(wildcards):
+    """The model's key in the config (`models[2]`), for errors about its entry."""
+    names = [m["name"] for m in CONFIG["models"]]
+    return f"models[{names.index(wildcards.model)}]"
 
 
 def bench_spec_json(wildcards):

@@ -15,6 +15,13 @@ rule prepare_model:
         mem_mb=job_mem_mb,
     params:
         spec=model_spec_json,
+        key=model_config_key,
         code=CODE["prepare-model"],
     run:
-        joulebench("prepare-model", log[0], spec_json=params.spec, out=output[0])
+        joulebench(
+            "prepare-model",
+            log[0],
+            spec_json=params.spec,
+            config_key=params.key,
+            out=output[0],
+        )

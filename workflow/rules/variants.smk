@@ -1,5 +1,6 @@
 # Stage 2: one manifest per (model, precision) saying how to load the variant and what it weighs.
-# Formats that need a converted checkpoint write it here, once, for every benchmark to reuse.
+# On-load variants (casts, bitsandbytes, fp8, prequantized) are described; the ct-* variants are
+# compressed-tensors checkpoints, written here once for every benchmark of the variant to reuse.
 
 
 localrules:
@@ -13,6 +14,8 @@ rule describe_variant:
         "results/variants/{model}/{precision}.json",
     log:
         "logs/variants/{model}/{precision}.log",
+    wildcard_constraints:
+        precision=ON_LOAD_PRECISIONS,
     params:
         quantization=quantization_json(),
         code=CODE["variant"],
@@ -24,4 +27,36 @@ rule describe_variant:
             precision=wildcards.precision,
             quantization_json=params.quantization,
             out=output[0],
+        )
+
+
+rule quantize_variant:
+    input:
+        model="results/models/{model}",
+    output:
+        manifest="results/variants/{model}/{precision}.json",
+        checkpoint=directory("results/variants/{model}/{precision}.ckpt"),
+    log:
+        "logs/variants/{model}/{precision}.log",
+    benchmark:
+        "results/benchmarks/variants/{model}/{precision}.tsv"
+    wildcard_constraints:
+        precision=CHECKPOINT_PRECISIONS,
+    threads: 4
+    resources:
+        runtime="60m",
+        mem_mb=job_mem_mb,
+    params:
+        quantization=quantization_json(),
+        code=CODE["quantize"],
+    run:
+        joulebench(
+            "quantize",
+            log[0],
+            model_dir=input.model,
+            precision=wildcards.precision,
+            quantization_json=params.quantization,
+            threads=threads,
+            out_dir=output.checkpoint,
+            manifest=output.manifest,
         )
