@@ -7,6 +7,9 @@ decode J/token by both methods (subtraction: 1-token window, full − prefill; d
 split at the first token), decode tokens/s, average power, the idle power measured once before
 the sweep, and the trace-vs-counter conservation gap. It stops early, saying so, if the sweep
 would pass ``--budget-s`` (default 330 s, under the 6 minutes it must take on an H100).
+Where bitsandbytes imports (``pip install .[bnb]``) and the device is CUDA it also runs bnb-int8
+and bnb-nf4 (bitsandbytes' defaults: fp32 compute, threshold 6.0) after the other precisions
+(within the same budget; ``--precisions bf16`` leaves them more); otherwise it says why not.
 
     .venv/bin/python tests/perf/gpu_smoke.py                    # on a GPU node
     .venv/bin/python tests/perf/gpu_smoke.py --device cpu --meter estimate --preset tiny-llama \\
@@ -31,6 +34,9 @@ from joulebench.engines import make_engine
 from joulebench.meters import make_meter
 from joulebench.models import synthesize
 
+#: The seed study's int8 and int4, run when the machine can.
+BNB_PRECISIONS = ("bnb-int8", "bnb-nf4")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,7 +54,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--meter", default="nvml", help="nvml (default), or estimate for a CPU run")
     ap.add_argument("--workdir", type=Path, help="where to write the model (default: a temp dir)")
     ap.add_argument("--budget-s", type=float, default=330.0, help="stop starting configs after")
+    ap.add_argument(
+        "--bnb",
+        nargs="*",
+        default=list(BNB_PRECISIONS),
+        help="bitsandbytes variants to add on CUDA where bitsandbytes imports (none: --bnb)",
+    )
     return ap.parse_args(argv)
+
+
+def bnb_precisions(requested: list[str], device: str) -> tuple[list[str], str | None]:
+    """The bnb-* variants this machine can run, and why the others are skipped (None: none)."""
+    import importlib.util
+
+    if not requested:
+        return [], None
+    if device != "cuda":
+        return [], f"{', '.join(requested)} skipped: bitsandbytes needs a CUDA GPU"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return [], (
+            f"{', '.join(requested)} skipped: bitsandbytes is not installed (pip install .[bnb])"
+        )
+    return list(requested), None
 
 
 def _median(values: list[Any]) -> float:
@@ -108,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         "seed": 0,
         "idle_s": 0,
     }
+    bnb, bnb_skipped = bnb_precisions(args.bnb, args.device)
+    sweep = [*args.precisions, *(p for p in bnb if p not in args.precisions)]
+    if bnb_skipped:
+        print(bnb_skipped)
     lines: list[str] = []
     try:
         idle = bench.measure_idle(meter, args.idle_s)  # once, before any model is loaded
@@ -120,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.repetitions} reps (median), windows >= {args.min_window_s:g} s; idle once\n")
         print(HEADER, flush=True)
         stopped = None
-        for precision in args.precisions:
+        for precision in sweep:
             engine = make_engine("transformers", str(model_dir), precision, args.device)
             engine.load()
             for batch in args.batch_sizes:
