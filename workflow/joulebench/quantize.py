@@ -140,14 +140,10 @@ def calibrate_weights(model: torch.nn.Module) -> int:
     return count
 
 
-def _copy_tokenizer(model_dir: Path, out_dir: Path) -> list[str]:
-    copied = []
+def _copy_tokenizer(model_dir: Path, out_dir: Path) -> None:
     for name in TOKENIZER_FILES:
-        source = model_dir / name
-        if source.is_file():
-            shutil.copy2(source, out_dir / name)
-            copied.append(name)
-    return copied
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, out_dir / name)
 
 
 def write_checkpoint(
@@ -218,8 +214,10 @@ def write_checkpoint(
         (tmp / RECIPE_FILE).write_text(
             json.dumps({"precision": precision.name, **recipe, "made_by": made_by}, indent=2)
         )
-        if out_dir.exists() or out_dir.is_symlink():
-            shutil.rmtree(out_dir)
+        if out_dir.is_symlink() or out_dir.is_file():
+            out_dir.unlink()
+        elif out_dir.exists():
+            shutil.rmtree(out_dir)  # an older checkpoint: replaced only once this one is whole
         tmp.rename(out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
