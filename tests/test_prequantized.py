@@ -107,3 +107,25 @@ def test_shipped_quantization_of_other_formats(tmp_path: Path) -> None:
     assert ct is not None and (ct["bits"], ct["group_size"]) == (4, 32)
     (tmp_path / "config.json").write_text("{}")
     assert precisions.shipped_quantization(tmp_path) is None
+
+
+def test_transformers_runs_a_prequantized_compressed_tensors_checkpoint(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A compressed-tensors checkpoint from elsewhere (here: one joulebench wrote) as shipped."""
+    from joulebench.engines import make_engine
+    from joulebench.quantize import write_checkpoint
+
+    shipped = write_checkpoint(
+        tiny_model, precisions.get_precision("ct-w8a8"), {"ignore": ["lm_head"]}, tmp_path / "m"
+    ).path
+    config.validate({**study(shipped, "compressed-tensors"), "engines": ["transformers"]})
+    manifest = precisions.variant_manifest(shipped, precisions.get_precision("prequantized"))
+    assert manifest["quantization"]["method"] == "compressed-tensors"
+    assert manifest["quantization"]["bits"] == 8
+    engine = make_engine("transformers", str(shipped), "prequantized", "cpu", variant=manifest)
+    engine.load()
+    engine.generate(engine.make_inputs(2, 8, seed=0), new_tokens=4)
+    assert engine.describe()["quantized_execution"]["activation_quantize_dequantize"] == [
+        "int8 per token"
+    ]

@@ -7,10 +7,9 @@ import logging
 import resource
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from joulebench.engines.base import GenerationError, random_prompt_ids
+from joulebench.engines.base import GenerationError, checkpoint_quant_method, random_prompt_ids
 from joulebench.errors import ConfigError
 from joulebench.precisions import (
     apply_transform,
@@ -50,11 +49,17 @@ class TransformersEngine:
         self.model_dir = model_dir
         self.precision = get_precision(precision)
         self.device = resolve_device(device)
-        check_support(self.precision, self.name, self.device, key="precision")
-        self.threads = threads
         variant = variant or {}
         #: a converted checkpoint (ct-* variants) or the source one
         self.load_dir = variant.get("checkpoint") or model_dir
+        check_support(
+            self.precision,
+            self.name,
+            self.device,
+            key="precision",
+            checkpoint_format=checkpoint_quant_method(self.load_dir),
+        )
+        self.threads = threads
         self.settings = variant.get("load") or load_settings(self.precision)
         self.model: Any = None
         self.tokenizer: Any = None
@@ -72,7 +77,7 @@ class TransformersEngine:
                 options["bnb_4bit_compute_dtype"] = torch_dtype(options["bnb_4bit_compute_dtype"])
             kwargs["quantization_config"] = BitsAndBytesConfig(**options)
             kwargs["device_map"] = {"": self.device}  # bitsandbytes quantizes while placing
-        elif _quant_method(self.load_dir) == "compressed-tensors":
+        elif checkpoint_quant_method(self.load_dir) == "compressed-tensors":
             from transformers import CompressedTensorsConfig
 
             # decompress while loading, not on the first (measured) forward pass
@@ -178,12 +183,6 @@ class TransformersEngine:
             "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
             "quantized_execution": compressed_tensors_execution(self.model),
         }
-
-
-def _quant_method(model_dir: str) -> str | None:
-    from joulebench.models import checkpoint_quantization
-
-    return (checkpoint_quantization(Path(model_dir)) or {}).get("quant_method")
 
 
 def compressed_tensors_execution(model: Any) -> dict[str, Any] | None:
