@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--output-len", type=int, default=64)
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--engine", default="transformers", choices=["transformers", "vllm"])
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: the engine's default)")
     args = ap.parse_args()
     b, n_in, n_out = args.batch_size, args.input_len, args.output_len
 
@@ -45,7 +46,9 @@ def main() -> None:
     synthesize(model_dir, "tiny-llama")
 
     options = EngineOptions(batch_size=b, max_model_len=n_in + n_out)
-    engine = make_engine(args.engine, str(model_dir), args.precision, "cpu", options=options)
+    engine = make_engine(
+        args.engine, str(model_dir), args.precision, "cpu", args.threads, options=options
+    )
     engine.load()
     meter = make_meter("auto", "cpu", sample_hz=20)  # with the power trace, as the study runs
     spec = BenchSpec(
