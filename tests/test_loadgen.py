@@ -113,3 +113,22 @@ def test_group_shaping_sends_in_groups() -> None:
     assert sorted(set(np.round(table["release_s"].to_numpy(), 6))) == [0.1, 0.2, 0.3]
     assert (table["hold_s"] >= 0).all()
     assert table["send_lag_s"].max() < 0.02
+
+
+def test_garbage_collection_waits_for_gaps_and_is_restored() -> None:
+    import gc
+
+    enabled_at_start: list[bool] = []
+    offsets = np.arange(20) * 0.01
+    with FakeServer() as server:
+        results, _ = loadgen.run(
+            Target(server.url),
+            requests_for(offsets),
+            timeout_s=10,
+            on_start=lambda _t0: enabled_at_start.append(gc.isenabled()),
+        )
+    assert all(r.status == "ok" for r in results)
+    assert enabled_at_start == [False]  # no automatic collection during the load
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # and everything as before after it
+    gaps = loadgen.GcInGaps(gap_s=0.002, overdue=10**9)
+    assert not gaps.fits(0.001) and gaps.fits(0.002)

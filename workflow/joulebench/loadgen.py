@@ -4,25 +4,32 @@ Each request is released at its scheduled time (arrival process → shaping poli
 streaming request, and timed at every step: arrival, release, sent, first token, each token, end.
 Nothing is dropped: a request that fails or times out is kept with its status and error.
 
-Keeping time: the dispatcher sleeps until ``spin_s`` before a release, then yields to the event
-loop until the release instant, so streams of requests in flight keep being read while it waits
-and the send lag stays well under a millisecond (see tests/perf/loadgen_precision.py).
+Keeping time: each request's task is created ``lead_s`` before its release and waits for the
+instant itself: a timer sleep until ``spin_s`` before it, then yielding to the event loop (streams
+in flight keep being read), then the last ``busy_s`` without yielding, so no other callback can
+start in between. The "sent" time is then taken and the request written in the same step.
+Automatic garbage collection is paused during an open-loop load and run in the gaps between
+sends instead (see ``GcInGaps``), so no collection pause lands on a send instant. The send lag
+stays well under a millisecond (see tests/perf/loadgen_precision.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import numpy as np
 import polars as pl
+from yarl import URL
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +166,77 @@ def encode_body(target: Target, req: Request) -> bytes:
     return json.dumps(proto.body(target.model, req, target.output_control)).encode()
 
 
-async def sleep_until(deadline: float, spin_s: float = 0.002) -> None:
-    """Sleep until ``deadline`` (perf_counter time), the last ``spin_s`` by yielding."""
+#: How long before its release a request's task is created (it then waits for the instant).
+LEAD_S = 0.004
+#: Timer sleep until this long before an instant, then yield to the event loop.
+SPIN_S = 0.0012
+#: The last stretch before an instant is waited without yielding, so no callback can start.
+BUSY_S = 0.0003
+
+
+async def sleep_until(deadline: float, spin_s: float = SPIN_S, busy_s: float = BUSY_S) -> None:
+    """Wait until ``deadline`` (perf_counter): sleep, then yield, the last ``busy_s`` busy."""
     while True:
         remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            return
+        if remaining <= busy_s:
+            break
         await asyncio.sleep(remaining - spin_s if remaining > spin_s else 0)
+    while time.perf_counter() < deadline:
+        pass
+
+
+class GcInGaps:
+    """Automatic garbage collection off during a load, run by the dispatcher in gaps instead.
+
+    A collection can pause the event loop for a millisecond or more, so it must not start on its
+    own just before a send. The dispatcher calls ``collect`` in a quiet moment (after a send,
+    with the next one at least ``gap_s`` away) once garbage is ``due``; the oldest generation
+    only in gaps of ``full_gap_s``. Past ``overdue`` allocations it collects whatever the
+    schedule, so a load without gaps still frees its memory.
+    """
+
+    #: After a send instant, this long is left for the request to be written before collecting.
+    after_send_s = 0.001
+
+    def __init__(self, gap_s: float = 0.002, full_gap_s: float = 0.02, overdue: int = 50_000):
+        self.gap_s = gap_s
+        self.full_gap_s = full_gap_s
+        self.overdue = overdue
+        self.thresholds = tuple(t or 1 for t in gc.get_threshold())
+        self.collections = [0, 0, 0]
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[GcInGaps]:
+        was_enabled = gc.isenabled()
+        gc.collect()
+        gc.freeze()  # what exists before the load is never scanned during it
+        gc.disable()
+        try:
+            yield self
+        finally:
+            gc.unfreeze()
+            if was_enabled:
+                gc.enable()
+
+    def due(self) -> bool:
+        return gc.get_count()[0] >= self.thresholds[0]
+
+    def fits(self, gap_s: float) -> bool:
+        return gap_s >= self.gap_s or gc.get_count()[0] >= self.overdue
+
+    def collect(self, gap_s: float) -> None:
+        """One collection, of the generations automatic collection would have taken."""
+        counts = gc.get_count()
+        generation = 1 if counts[1] >= self.thresholds[1] else 0
+        if generation and counts[2] >= self.thresholds[2] and gap_s >= self.full_gap_s:
+            generation = 2
+        gc.collect(generation)
+        self.collections[generation] += 1
+
+
+def endpoint(target: Target) -> URL:
+    """The URL requests go to, parsed once."""
+    return URL(target.url.rstrip("/") + PROTOCOLS[target.protocol].path)
 
 
 async def send(
@@ -174,19 +245,25 @@ async def send(
     req: Request,
     t0: float,
     timeout_s: float,
+    due: float | None = None,
+    url: URL | None = None,
 ) -> Result:
-    """Send one streaming request and time it; never raises for request-level failures."""
+    """Send one streaming request (at ``due``, perf_counter, if given) and time it.
+
+    Never raises for request-level failures: they are kept in the result.
+    """
     proto = PROTOCOLS[target.protocol]()
     res = Result(req.index, req.input_len, req.output_len, req.arrival_s, req.release_s)
     body = req.body or encode_body(target, req)
+    url = url or endpoint(target)
     final: int | None = None
     done = False
-    res.sent_s = time.perf_counter() - t0
+    if due is not None:
+        await sleep_until(due)
+    res.sent_s = time.perf_counter() - t0  # taken right before the request is written
     try:
         async with asyncio.timeout(timeout_s):
-            async with session.post(
-                target.url.rstrip("/") + proto.path, data=body, headers=JSON
-            ) as resp:
+            async with session.post(url, data=body, headers=JSON) as resp:
                 res.http_status = resp.status
                 if resp.status != 200:
                     text = (await resp.text())[:300]
@@ -234,22 +311,35 @@ async def run_open(
     requests: Sequence[Request],
     timeout_s: float,
     on_start: Callable[[float], None] | None = None,
-    spin_s: float = 0.002,
 ) -> tuple[list[Result], float]:
     """Send every request at its ``release_s``; returns the results and t0 (perf_counter)."""
     order = sorted(requests, key=lambda r: (r.release_s, r.index))
     for req in order:  # JSON encoding stays off the timed path
         req.body = req.body or encode_body(target, req)
+    url = endpoint(target)
+    gc_gaps = GcInGaps()
     async with _session(len(order)) as session:
-        t0 = time.perf_counter() + 0.05  # a moment to finish setting up before the first
-        await sleep_until(t0, spin_s)
-        if on_start:
-            on_start(t0)
-        tasks = []
-        for req in order:
-            await sleep_until(t0 + req.release_s, spin_s)
-            tasks.append(asyncio.create_task(send(session, target, req, t0, timeout_s)))
-        results = await asyncio.gather(*tasks)
+        with gc_gaps.paused():
+            t0 = time.perf_counter() + 0.05  # a moment to finish setting up before the first
+            await sleep_until(t0)
+            if on_start:
+                on_start(t0)
+            tasks = []
+            for i, req in enumerate(order):
+                due = t0 + req.release_s
+                # each task waits for its own instant: created early, it sends without a hop
+                await asyncio.sleep(max(0.0, due - LEAD_S - time.perf_counter()))
+                tasks.append(
+                    asyncio.create_task(send(session, target, req, t0, timeout_s, due, url))
+                )
+                if gc_gaps.due() and i + 1 < len(order):
+                    quiet_from = due + gc_gaps.after_send_s
+                    quiet_s = t0 + order[i + 1].release_s - LEAD_S - quiet_from
+                    if gc_gaps.fits(quiet_s):
+                        await asyncio.sleep(max(0.0, quiet_from - time.perf_counter()))
+                        gc_gaps.collect(quiet_s)
+            results = await asyncio.gather(*tasks)
+    log.debug("open-loop load: garbage collections in gaps by generation %s", gc_gaps.collections)
     return sorted(results, key=lambda r: r.index), t0
 
 
