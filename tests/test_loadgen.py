@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 
 import numpy as np
@@ -132,3 +135,59 @@ def test_garbage_collection_waits_for_gaps_and_is_restored() -> None:
     assert gc.isenabled() and gc.get_freeze_count() == 0  # and everything as before after it
     gaps = loadgen.GcInGaps(gap_s=0.002, overdue=10**9)
     assert not gaps.fits(0.001) and gaps.fits(0.002)
+
+
+def _signal_later(pid: int, sig: int, after_s: float) -> threading.Timer:
+    timer = threading.Timer(after_s, os.kill, (pid, sig))
+    timer.start()
+    return timer
+
+
+def _assert_each_request_accounted_once(results: list, planned: int) -> dict[str, int]:
+    assert sorted(r.index for r in results) == list(range(planned))
+    counts = loadgen.outcome_counts(results)
+    assert counts["completed"] + counts["failed"] + counts["not_sent"] == planned
+    for r in results:
+        if r.status == "not_sent":
+            assert np.isnan(r.sent_s) and r.error.startswith("not sent: ")
+        else:
+            assert r.sent_s >= r.release_s
+        assert (r.status == "ok") == (r.error is None)
+    return counts
+
+
+def test_a_server_that_dies_stops_the_load_and_every_request_is_accounted() -> None:
+    offsets = np.arange(60) * 0.02  # 1.2 s of load; the server dies after 0.4 s
+    with FakeServer(token_delay_s=0.02) as server:
+        proc = server._proc
+        watchdog = loadgen.Watchdog(
+            exited=lambda: None if proc.poll() is None else f"exit status {proc.returncode}",
+            interval_s=0.05,
+        )
+        _signal_later(proc.pid, signal.SIGKILL, 0.45)
+        with pytest.raises(loadgen.LoadAborted, match="exit status -9") as info:
+            loadgen.run(Target(server.url), requests_for(offsets), 10, watchdog=watchdog)
+    counts = _assert_each_request_accounted_once(info.value.results, 60)
+    assert counts["completed"] >= 5 and counts["not_sent"] >= 20, counts
+    assert f"{counts['not_sent']} not sent, of 60 planned" in str(info.value)
+
+
+def test_a_server_that_stops_answering_stops_the_load_in_bounded_time() -> None:
+    offsets = np.arange(100) * 0.02  # 2 s of load; the server freezes after 0.3 s
+    with FakeServer(token_delay_s=0.01) as server:
+        proc = server._proc
+        watchdog = loadgen.Watchdog(
+            exited=lambda: None, health_url=server.url + "/health", probe_timeout_s=0.3
+        )
+        _signal_later(proc.pid, signal.SIGSTOP, 0.35)
+        start = time.perf_counter()
+        try:
+            with pytest.raises(loadgen.LoadAborted, match="stopped answering") as info:
+                loadgen.run(Target(server.url), requests_for(offsets), 0.4, watchdog=watchdog)
+            took = time.perf_counter() - start
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+    # freeze at 0.35 s, first timeout 0.4 s later, probe 0.3 s: stopped well before 2 s
+    assert took < 1.6, took
+    counts = _assert_each_request_accounted_once(info.value.results, 100)
+    assert counts["timed_out"] >= 1 and counts["completed"] >= 5 and counts["not_sent"] >= 20

@@ -3,6 +3,9 @@
 Each request is released at its scheduled time (arrival process → shaping policy), sent as a
 streaming request, and timed at every step: arrival, release, sent, first token, each token, end.
 Nothing is dropped: a request that fails or times out is kept with its status and error.
+With a ``Watchdog``, a load whose server dies or stops answering is stopped: requests in flight
+are abandoned (failed), those not yet due are kept as ``not_sent``, and ``LoadAborted`` carries
+every result, so each planned request is accounted exactly once.
 
 Keeping time: each request's task is created ``lead_s`` before its release and waits for the
 instant itself: a timer sleep until ``spin_s`` before it, then yielding to the event loop (streams
@@ -22,7 +25,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +34,11 @@ import numpy as np
 import polars as pl
 from yarl import URL
 
+from joulebench.errors import JoulebenchError
+
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "error", "timeout")
+STATUSES = ("ok", "error", "timeout", "not_sent")
 
 
 @dataclass
@@ -155,6 +160,114 @@ class Target:
     output_control: str = "none"
 
 
+# ---------------------------------------------------------------- a dead or hung server
+
+
+@dataclass(frozen=True)
+class Watchdog:
+    """How the load generator notices that its server died or hangs, and stops sending.
+
+    ``exited()`` says why the server process is gone (None while it runs); it is called every
+    ``interval_s``. After a request times out, ``health_url`` (if any) is probed: no answer
+    within ``probe_timeout_s`` means the server stopped answering.
+    """
+
+    exited: Callable[[], str | None] = lambda: None
+    health_url: str | None = None
+    interval_s: float = 0.25
+    probe_timeout_s: float = 5.0
+
+
+class LoadAborted(JoulebenchError):
+    """The watchdog stopped a load; ``results`` holds every planned request, each accounted."""
+
+    def __init__(self, reason: str, results: list[Result], t0: float) -> None:
+        self.reason, self.results, self.t0 = reason, results, t0
+        super().__init__(f"load stopped: {reason}; requests: {describe_counts(results)}")
+
+
+def outcome_counts(results: Sequence[Result]) -> dict[str, int]:
+    """Requests completed, failed (errors and timeouts), not sent, and planned (their sum)."""
+    by_status = {s: 0 for s in STATUSES}
+    for r in results:
+        by_status[r.status] += 1
+    return {
+        "completed": by_status["ok"],
+        "failed": by_status["error"] + by_status["timeout"],
+        "timed_out": by_status["timeout"],
+        "not_sent": by_status["not_sent"],
+        "planned": len(results),
+    }
+
+
+def describe_counts(results: Sequence[Result]) -> str:
+    c = outcome_counts(results)
+    return (
+        f"{c['completed']} completed, {c['failed']} failed ({c['timed_out']} timed out), "
+        f"{c['not_sent']} not sent, of {c['planned']} planned"
+    )
+
+
+class Abort:
+    """Shared by the dispatcher, the senders and the watchdog: why the load stopped, if it did."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.in_flight: set[asyncio.Task[Any]] = set()
+        self.request_timed_out = asyncio.Event()
+
+    def stop(self, reason: str) -> None:
+        """Stop sending and abandon the requests in flight."""
+        if self.reason is None:
+            self.reason = reason
+            log.error("stopping the load: %s", reason)
+            for task in self.in_flight:
+                task.cancel()
+
+
+async def watch(watchdog: Watchdog, session: aiohttp.ClientSession, abort: Abort) -> None:
+    """Until cancelled: stop the load when the server exits or stops answering."""
+    while abort.reason is None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(watchdog.interval_s):
+                await abort.request_timed_out.wait()
+        reason = watchdog.exited()
+        if reason is None and abort.request_timed_out.is_set():
+            abort.request_timed_out.clear()
+            reason = await probe_health(session, watchdog)
+        if reason is not None:
+            abort.stop(reason)
+
+
+async def probe_health(session: aiohttp.ClientSession, watchdog: Watchdog) -> str | None:
+    """None if the health URL answers 200 in time (or there is none), else what went wrong."""
+    if not watchdog.health_url:
+        return None
+    url, limit = watchdog.health_url, watchdog.probe_timeout_s
+    try:
+        async with asyncio.timeout(limit), session.get(url) as resp:
+            if resp.status == 200:
+                return None
+            problem = f"HTTP {resp.status}"
+    except TimeoutError:
+        problem = f"no answer in {limit:g} s"
+    except (aiohttp.ClientError, OSError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    return f"the server stopped answering: a request timed out and {url} gave {problem}"
+
+
+def not_sent(req: Request, reason: str) -> Result:
+    return Result(
+        req.index,
+        req.input_len,
+        req.output_len,
+        req.arrival_s,
+        req.release_s,
+        status="not_sent",
+        error=f"not sent: {reason}",
+    )
+
+
 # ---------------------------------------------------------------- sending
 
 JSON = {"Content-Type": "application/json"}
@@ -247,10 +360,12 @@ async def send(
     timeout_s: float,
     due: float | None = None,
     url: URL | None = None,
+    abort: Abort | None = None,
 ) -> Result:
     """Send one streaming request (at ``due``, perf_counter, if given) and time it.
 
-    Never raises for request-level failures: they are kept in the result.
+    Never raises for request-level failures: they are kept in the result. A request whose
+    load is aborted before it is due is not sent; one in flight is abandoned (an error).
     """
     proto = PROTOCOLS[target.protocol]()
     res = Result(req.index, req.input_len, req.output_len, req.arrival_s, req.release_s)
@@ -260,6 +375,12 @@ async def send(
     done = False
     if due is not None:
         await sleep_until(due)
+    if abort is not None:
+        if abort.reason is not None:
+            return not_sent(req, abort.reason)
+        task = asyncio.current_task()
+        assert task is not None
+        abort.in_flight.add(task)
     res.sent_s = time.perf_counter() - t0  # taken right before the request is written
     try:
         async with asyncio.timeout(timeout_s):
@@ -283,11 +404,20 @@ async def send(
                         done = event.done
     except TimeoutError:
         res.status, res.error = "timeout", f"no complete answer within {timeout_s:g} s"
+        if abort is not None:
+            abort.request_timed_out.set()
+    except asyncio.CancelledError:
+        if abort is None or abort.reason is None:
+            raise  # not ours: the whole load is being cancelled
+        res.status, res.error = "error", f"abandoned in flight: {abort.reason}"
     except (aiohttp.ClientError, OSError, ValueError) as err:
         res.status, res.error = "error", f"{type(err).__name__}: {err}"
     except Exception as err:  # kept as the request's error, never lost: the run goes on
         log.warning("request %d failed unexpectedly: %r", req.index, err)
         res.status, res.error = "error", f"{type(err).__name__}: {err}"
+    finally:
+        if abort is not None:
+            abort.in_flight.discard(asyncio.current_task())  # type: ignore[arg-type]
     res.end_s = time.perf_counter() - t0
     if res.token_times_s:
         res.first_token_s = res.token_times_s[0]
@@ -311,6 +441,7 @@ async def run_open(
     requests: Sequence[Request],
     timeout_s: float,
     on_start: Callable[[float], None] | None = None,
+    watchdog: Watchdog | None = None,
 ) -> tuple[list[Result], float]:
     """Send every request at its ``release_s``; returns the results and t0 (perf_counter)."""
     order = sorted(requests, key=lambda r: (r.release_s, r.index))
@@ -318,7 +449,8 @@ async def run_open(
         req.body = req.body or encode_body(target, req)
     url = endpoint(target)
     gc_gaps = GcInGaps()
-    async with _session(len(order)) as session:
+    abort = Abort()
+    async with _session(len(order)) as session, _watching(watchdog, session, abort):
         with gc_gaps.paused():
             t0 = time.perf_counter() + 0.05  # a moment to finish setting up before the first
             await sleep_until(t0)
@@ -328,9 +460,10 @@ async def run_open(
             for i, req in enumerate(order):
                 due = t0 + req.release_s
                 # each task waits for its own instant: created early, it sends without a hop
-                await asyncio.sleep(max(0.0, due - LEAD_S - time.perf_counter()))
+                if not await _sleep_until_or_abort(due - LEAD_S, abort):
+                    break
                 tasks.append(
-                    asyncio.create_task(send(session, target, req, t0, timeout_s, due, url))
+                    asyncio.create_task(send(session, target, req, t0, timeout_s, due, url, abort))
                 )
                 if gc_gaps.due() and i + 1 < len(order):
                     quiet_from = due + gc_gaps.after_send_s
@@ -338,9 +471,9 @@ async def run_open(
                     if gc_gaps.fits(quiet_s):
                         await asyncio.sleep(max(0.0, quiet_from - time.perf_counter()))
                         gc_gaps.collect(quiet_s)
-            results = await asyncio.gather(*tasks)
+            results = list(await asyncio.gather(*tasks))
     log.debug("open-loop load: garbage collections in gaps by generation %s", gc_gaps.collections)
-    return sorted(results, key=lambda r: r.index), t0
+    return _finish(results, order[len(tasks) :], abort, t0)
 
 
 async def run_closed(
@@ -349,23 +482,62 @@ async def run_closed(
     users: int,
     timeout_s: float,
     on_start: Callable[[float], None] | None = None,
+    watchdog: Watchdog | None = None,
 ) -> tuple[list[Result], float]:
     """``users`` concurrent users, each sending its next request when its last one ends."""
     queue = list(reversed(requests))
     results: list[Result] = []
-    async with _session(users) as session:
+    abort = Abort()
+    async with _session(users) as session, _watching(watchdog, session, abort):
         t0 = time.perf_counter()
         if on_start:
             on_start(t0)
 
         async def user() -> None:
-            while queue:
+            while queue and abort.reason is None:
                 req = queue.pop()
                 req.arrival_s = req.release_s = time.perf_counter() - t0
-                results.append(await send(session, target, req, t0, timeout_s))
+                results.append(await send(session, target, req, t0, timeout_s, abort=abort))
 
         await asyncio.gather(*(user() for _ in range(users)))
-    return sorted(results, key=lambda r: r.index), t0
+    return _finish(results, queue, abort, t0)
+
+
+@contextlib.asynccontextmanager
+async def _watching(
+    watchdog: Watchdog | None, session: aiohttp.ClientSession, abort: Abort
+) -> AsyncIterator[None]:
+    """Run the watchdog (if any) beside the load."""
+    if watchdog is None:
+        yield
+        return
+    watcher = asyncio.create_task(watch(watchdog, session, abort))
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _sleep_until_or_abort(until: float, abort: Abort, check_s: float = 0.25) -> bool:
+    """Sleep until ``until`` (perf_counter); False as soon as the load is aborted."""
+    while abort.reason is None:
+        remaining = until - time.perf_counter()
+        if remaining <= 0:
+            return True
+        await asyncio.sleep(min(remaining, check_s))
+    return False
+
+
+def _finish(
+    results: list[Result], unsent: Sequence[Request], abort: Abort, t0: float
+) -> tuple[list[Result], float]:
+    """Sorted results; with the load aborted, the unsent requests too, in LoadAborted."""
+    if abort.reason is None:
+        return sorted(results, key=lambda r: r.index), t0
+    results += [not_sent(req, abort.reason) for req in unsent]
+    raise LoadAborted(abort.reason, sorted(results, key=lambda r: r.index), t0)
 
 
 # ---------------------------------------------------------------- metrics
@@ -417,10 +589,14 @@ def run(
     timeout_s: float,
     users: int | None = None,
     on_start: Callable[[float], None] | None = None,
+    watchdog: Watchdog | None = None,
 ) -> tuple[list[Result], float]:
-    """Run the load to completion on a fresh event loop (closed loop when ``users`` is set)."""
+    """Run the load to completion on a fresh event loop (closed loop when ``users`` is set).
+
+    Raises LoadAborted (with every result) if the ``watchdog`` stops the load.
+    """
     if users:
-        coro = run_closed(target, requests, users, timeout_s, on_start)
+        coro = run_closed(target, requests, users, timeout_s, on_start, watchdog)
     else:
-        coro = run_open(target, requests, timeout_s, on_start)
+        coro = run_open(target, requests, timeout_s, on_start, watchdog)
     return asyncio.run(coro)
