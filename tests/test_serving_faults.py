@@ -104,12 +104,15 @@ def assert_failed_cleanly(job: ServeJob, code: int, text: str, pids: dict[str, i
     assert planned == PLANNED and completed + failed + not_sent == PLANNED, found.group(0)
     assert completed >= 1 and not_sent >= 1, found.group(0)
     assert "server stopped" in text  # the lifecycle's stop ran
-    leader = pids["server"]
-    assert dead(leader) and dead(pids["helper"])
-    group = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == leader]
-    assert group == [], group
+    assert dead(pids["server"]) and dead(pids["helper"])
+    assert live_members(group=pids["server"]) == []  # stop() waited for them
     assert sorted(p.name for p in job.out.iterdir()) == ["server.log"]  # no record, no temp
     return {"completed": completed, "failed": failed, "timed_out": timed_out}
+
+
+def live_members(group: int) -> list[int]:
+    """Processes of ``group`` still running (zombies only await reaping)."""
+    return [p.pid for p in psutil.process_iter() if _pgid(p.pid) == group and not dead(p.pid)]
 
 
 def _pgid(pid: int) -> int | None:

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
+
 from joulebench.errors import ConfigError, JoulebenchError
 
 log = logging.getLogger(__name__)
@@ -327,8 +329,11 @@ class Server:
                     log.warning("server did not stop in %g s; killing", self.spec.stop_timeout_s)
                     _signal_group(proc.pid, signal.SIGKILL)
                     proc.wait()
-            # whatever the leader left behind in its group goes too
+            # whatever the leader left behind in its group goes too, and is waited for
             _signal_group(proc.pid, signal.SIGKILL)
+            left = _wait_group_gone(proc.pid, self.spec.stop_timeout_s)
+            if left:
+                log.warning("server process group %d: pids %s still alive", proc.pid, left)
             self.returncode = proc.returncode
             log.info("server stopped (exit %s)", proc.returncode)
         if self._log is not None:
@@ -360,6 +365,24 @@ def describe_exit(returncode: int) -> str:
         with contextlib.suppress(ValueError):
             return f"was killed by {signal.Signals(-returncode).name}"
     return f"exited with status {returncode}"
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Pids of process group ``pgid`` that still run (zombies only await their reaper)."""
+    alive = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(proc.pid)
+    return alive
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> list[int]:
+    """Wait until no process of group ``pgid`` runs; the pids still running at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while (alive := _group_alive(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return alive
 
 
 def _signal_group(pid: int, sig: int) -> None:
