@@ -156,8 +156,11 @@ def _assert_each_request_accounted_once(results: list, planned: int) -> dict[str
     return counts
 
 
-def test_a_server_that_dies_stops_the_load_and_every_request_is_accounted() -> None:
-    offsets = np.arange(60) * 0.02  # 1.2 s of load; the server dies after 0.4 s
+@pytest.mark.parametrize("users", [None, 3])
+def test_a_server_that_dies_stops_the_load_and_every_request_is_accounted(
+    users: int | None,
+) -> None:
+    offsets = np.arange(60) * 0.02  # open loop: 1.2 s of load; closed: about 2 s
     with FakeServer(token_delay_s=0.02) as server:
         proc = server._proc
         watchdog = loadgen.Watchdog(
@@ -166,7 +169,9 @@ def test_a_server_that_dies_stops_the_load_and_every_request_is_accounted() -> N
         )
         _signal_later(proc.pid, signal.SIGKILL, 0.45)
         with pytest.raises(loadgen.LoadAborted, match="exit status -9") as info:
-            loadgen.run(Target(server.url), requests_for(offsets), 10, watchdog=watchdog)
+            loadgen.run(
+                Target(server.url), requests_for(offsets), 10, users=users, watchdog=watchdog
+            )
     counts = _assert_each_request_accounted_once(info.value.results, 60)
     assert counts["completed"] >= 5 and counts["not_sent"] >= 20, counts
     assert f"{counts['not_sent']} not sent, of 60 planned" in str(info.value)

@@ -211,30 +211,53 @@ def describe_counts(results: Sequence[Result]) -> str:
 class Abort:
     """Shared by the dispatcher, the senders and the watchdog: why the load stopped, if it did."""
 
-    def __init__(self) -> None:
+    def __init__(self, watchdog: Watchdog | None = None) -> None:
+        self.watchdog = watchdog
         self.reason: str | None = None
         self.in_flight: set[asyncio.Task[Any]] = set()
-        self.request_timed_out = asyncio.Event()
+        self.suspect: str | None = None  # a request's failure that calls for a health probe
+        self.check_now = asyncio.Event()
 
     def stop(self, reason: str) -> None:
         """Stop sending and abandon the requests in flight."""
         if self.reason is None:
             self.reason = reason
             log.error("stopping the load: %s", reason)
+            current = asyncio.current_task()  # a sender that noticed: it ends by itself
             for task in self.in_flight:
-                task.cancel()
+                if task is not current:
+                    task.cancel()
+
+    def request_failed(self, how: str) -> None:
+        """A request timed out or lost its connection: is the server gone? (checked at once,
+        before anything else is sent; if its process runs, the watchdog probes its health)."""
+        if self.watchdog is None or self.reason is not None:
+            return
+        exited = self.watchdog.exited()
+        if exited is not None:
+            self.stop(exited)
+        else:
+            self.suspect = how
+            self.check_now.set()
 
 
-async def watch(watchdog: Watchdog, session: aiohttp.ClientSession, abort: Abort) -> None:
+async def watch(session: aiohttp.ClientSession, abort: Abort) -> None:
     """Until cancelled: stop the load when the server exits or stops answering."""
+    watchdog = abort.watchdog
+    assert watchdog is not None
     while abort.reason is None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(watchdog.interval_s):
-                await abort.request_timed_out.wait()
+                await abort.check_now.wait()
+        abort.check_now.clear()
         reason = watchdog.exited()
-        if reason is None and abort.request_timed_out.is_set():
-            abort.request_timed_out.clear()
-            reason = await probe_health(session, watchdog)
+        if reason is None and abort.suspect is not None:
+            suspect, abort.suspect = abort.suspect, None
+            unhealthy = await probe_health(session, watchdog)
+            if unhealthy is not None:  # the process may have died meanwhile: the better reason
+                reason = (
+                    watchdog.exited() or f"the server stopped answering: {suspect} and {unhealthy}"
+                )
         if reason is not None:
             abort.stop(reason)
 
@@ -253,7 +276,7 @@ async def probe_health(session: aiohttp.ClientSession, watchdog: Watchdog) -> st
         problem = f"no answer in {limit:g} s"
     except (aiohttp.ClientError, OSError) as err:
         problem = f"{type(err).__name__}: {err}"
-    return f"the server stopped answering: a request timed out and {url} gave {problem}"
+    return f"{url} gave {problem}"
 
 
 def not_sent(req: Request, reason: str) -> Result:
@@ -405,13 +428,15 @@ async def send(
     except TimeoutError:
         res.status, res.error = "timeout", f"no complete answer within {timeout_s:g} s"
         if abort is not None:
-            abort.request_timed_out.set()
+            abort.request_failed("a request timed out")
     except asyncio.CancelledError:
         if abort is None or abort.reason is None:
             raise  # not ours: the whole load is being cancelled
         res.status, res.error = "error", f"abandoned in flight: {abort.reason}"
     except (aiohttp.ClientError, OSError, ValueError) as err:
         res.status, res.error = "error", f"{type(err).__name__}: {err}"
+        if abort is not None and isinstance(err, aiohttp.ClientConnectionError | OSError):
+            abort.request_failed(f"a request failed ({type(err).__name__})")
     except Exception as err:  # kept as the request's error, never lost: the run goes on
         log.warning("request %d failed unexpectedly: %r", req.index, err)
         res.status, res.error = "error", f"{type(err).__name__}: {err}"
@@ -449,8 +474,8 @@ async def run_open(
         req.body = req.body or encode_body(target, req)
     url = endpoint(target)
     gc_gaps = GcInGaps()
-    abort = Abort()
-    async with _session(len(order)) as session, _watching(watchdog, session, abort):
+    abort = Abort(watchdog)
+    async with _session(len(order)) as session, _watching(session, abort):
         with gc_gaps.paused():
             t0 = time.perf_counter() + 0.05  # a moment to finish setting up before the first
             await sleep_until(t0)
@@ -487,8 +512,8 @@ async def run_closed(
     """``users`` concurrent users, each sending its next request when its last one ends."""
     queue = list(reversed(requests))
     results: list[Result] = []
-    abort = Abort()
-    async with _session(users) as session, _watching(watchdog, session, abort):
+    abort = Abort(watchdog)
+    async with _session(users) as session, _watching(session, abort):
         t0 = time.perf_counter()
         if on_start:
             on_start(t0)
@@ -504,14 +529,12 @@ async def run_closed(
 
 
 @contextlib.asynccontextmanager
-async def _watching(
-    watchdog: Watchdog | None, session: aiohttp.ClientSession, abort: Abort
-) -> AsyncIterator[None]:
+async def _watching(session: aiohttp.ClientSession, abort: Abort) -> AsyncIterator[None]:
     """Run the watchdog (if any) beside the load."""
-    if watchdog is None:
+    if abort.watchdog is None:
         yield
         return
-    watcher = asyncio.create_task(watch(watchdog, session, abort))
+    watcher = asyncio.create_task(watch(session, abort))
     try:
         yield
     finally:
