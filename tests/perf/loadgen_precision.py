@@ -3,15 +3,19 @@
 For each generator: lag between scheduled and actual send (p50/p99/max) and achieved rate.
 joulebench's lag is measured client-side (send time − release time, same clock) and, like the
 peer's, server-side (stub arrival − scheduled time). The peer is GuideLLM, run from its own
-throwaway venv (never the project's): ``--peer-venv /tmp/peer-venv`` (see README).
+throwaway venv (never the project's): ``--peer-venv`` (default /tmp/peer-venv; see README).
+Without it, only joulebench's side runs and the output says the peer is missing. The machine's
+load average is printed beside each run: the numbers mean little without it.
 
-    .venv/bin/python tests/perf/loadgen_precision.py [--requests 2000] [--peer-venv DIR]
+    .venv/bin/python tests/perf/loadgen_precision.py [--requests 2000] [--runs 3] \
+        [--peer-venv DIR] [--processor TOKENIZER_DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -32,6 +36,7 @@ def row(name: str, lag_s: np.ndarray, sent: np.ndarray, where: str) -> dict:
     return {
         "generator": name,
         "lag measured": where,
+        "load avg 1 min": f"{os.getloadavg()[0]:.2f}",
         "n": int(lag_s.size),
         "p50 ms": float(np.quantile(lag_s, 0.5) * 1e3),
         "p99 ms": float(np.quantile(lag_s, 0.99) * 1e3),
@@ -122,11 +127,21 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--peer-venv", type=Path, help="a venv with guidellm installed")
+    parser.add_argument("--runs", type=int, default=1, help="joulebench runs (one table row each)")
+    parser.add_argument(
+        "--peer-venv", type=Path, default=Path("/tmp/peer-venv"), help="a venv with guidellm"
+    )
     parser.add_argument("--processor", type=Path, help="tokenizer dir for guidellm's data")
     args = parser.parse_args()
-    rows = run_joulebench(args.rate, args.requests, args.seed)
-    if args.peer_venv:
+    rows = [
+        r for _ in range(args.runs) for r in run_joulebench(args.rate, args.requests, args.seed)
+    ]
+    peer = args.peer_venv / "bin" / "guidellm"
+    if not peer.exists():
+        print(f"peer missing: no {peer} (see README to install GuideLLM); joulebench only")
+    elif args.processor is None:
+        print("peer skipped: GuideLLM needs --processor (a tokenizer directory)")
+    else:
         rows += run_guidellm(args.peer_venv, args.rate, args.requests, args.processor)
     cols = list(rows[0])
     print(f"Poisson {args.rate:g} req/s, {args.requests} requests, fast local stub server")
@@ -134,11 +149,13 @@ def main() -> None:
     print(" | ".join("---" for _ in cols))
     for r in rows:
         print(" | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols))
-    jb = next(r for r in rows if r["generator"] == "joulebench" and r["lag measured"] == "client")
-    print(
-        f"\ntarget p99 <= 1 ms: {'met' if jb['p99 ms'] <= 1.0 else 'NOT met'} "
-        f"({jb['p99 ms']:.3f} ms)"
-    )
+    p99 = [
+        r["p99 ms"]
+        for r in rows
+        if r["generator"] == "joulebench" and r["lag measured"] == "client"
+    ]
+    verdict = f"met in all {len(p99)} runs" if max(p99) <= 1.0 else "NOT met"
+    print(f"\ntarget p99 <= 1 ms: {verdict} (worst run {max(p99):.3f} ms)")
 
 
 if __name__ == "__main__":
