@@ -168,8 +168,9 @@ class Watchdog:
     """How the load generator notices that its server died or hangs, and stops sending.
 
     ``exited()`` says why the server process is gone (None while it runs); it is called every
-    ``interval_s``. After a request times out, ``health_url`` (if any) is probed: no answer
-    within ``probe_timeout_s`` means the server stopped answering.
+    ``interval_s`` and whenever a request times out or loses its connection. After such a
+    failure, with the process running, ``health_url`` (if any) is probed: no answer within
+    ``probe_timeout_s`` means the server stopped answering.
     """
 
     exited: Callable[[], str | None] = lambda: None

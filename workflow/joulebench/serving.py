@@ -352,7 +352,7 @@ def run_session(
 
 
 def watchdog_for(server: Server, timeout_s: float) -> loadgen.Watchdog:
-    """Watch the server's process and, after a request times out, its health URL."""
+    """Watch the server's process and, after a request times out or fails, its health URL."""
     return loadgen.Watchdog(
         exited=server.exit_reason,
         health_url=server.health_url,
