@@ -5,7 +5,8 @@ joulebench's lag is measured client-side (send time − release time, same clock
 peer's, server-side (stub arrival − scheduled time). The peer is GuideLLM, run from its own
 throwaway venv (never the project's): ``--peer-venv`` (default /tmp/peer-venv; see README).
 Without it, only joulebench's side runs and the output says the peer is missing. The machine's
-load average is printed beside each run: the numbers mean little without it.
+load is printed beside each run (1-minute load average, and the share of all cores that other
+processes used during the run): the numbers mean little without it.
 
     .venv/bin/python tests/perf/loadgen_precision.py [--requests 2000] [--runs 3] \
         [--peer-venv DIR] [--processor TOKENIZER_DIR]
@@ -19,9 +20,11 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/fakeserver.py
@@ -31,12 +34,43 @@ from joulebench import loadgen  # noqa: E402
 from joulebench.arrivals import ArrivalSpec, schedule  # noqa: E402
 
 
-def row(name: str, lag_s: np.ndarray, sent: np.ndarray, where: str) -> dict:
+class OthersCpu:
+    """The share (%) of all cores that other processes used while the block ran."""
+
+    percent = float("nan")
+
+    def __enter__(self) -> OthersCpu:
+        self.start = (time.monotonic(), _machine_busy_s(), _own_cpu_s())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, busy, own = (
+            now - then
+            for now, then in zip(
+                (time.monotonic(), _machine_busy_s(), _own_cpu_s()), self.start, strict=True
+            )
+        )
+        self.percent = max(0.0, 100 * (busy - own) / (wall * (os.cpu_count() or 1)))
+
+
+def _machine_busy_s() -> float:
+    t = psutil.cpu_times()
+    return t.user + t.nice + t.system + t.irq + t.softirq + t.steal
+
+
+def _own_cpu_s() -> float:
+    """This process and its waited-for children (the stub server, the peer)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def row(name: str, lag_s: np.ndarray, sent: np.ndarray, where: str, others: OthersCpu) -> dict:
     sent = np.sort(sent)
     return {
         "generator": name,
         "lag measured": where,
         "load avg 1 min": f"{os.getloadavg()[0]:.2f}",
+        "others' CPU %": f"{others.percent:.0f}",
         "n": int(lag_s.size),
         "p50 ms": float(np.quantile(lag_s, 0.5) * 1e3),
         "p99 ms": float(np.quantile(lag_s, 0.99) * 1e3),
@@ -50,7 +84,7 @@ def run_joulebench(rate: float, n: int, seed: int) -> list[dict]:
     requests = [
         loadgen.Request(i, "hello", 4, 4, float(t), float(t)) for i, t in enumerate(offsets)
     ]
-    with FakeServerProcess() as server:
+    with OthersCpu() as others, FakeServerProcess() as server:
         results, t0 = loadgen.run(loadgen.Target(server.url), requests, timeout_s=30)
         arrived = np.sort(np.array(server.arrivals) - t0)
     ok = [r for r in results if r.status == "ok"]
@@ -59,14 +93,15 @@ def run_joulebench(rate: float, n: int, seed: int) -> list[dict]:
     server_lag = arrived - np.sort(offsets)
     sent = np.array([r.sent_s for r in results])
     return [
-        row("joulebench", lag, sent, "client"),
-        row("joulebench", server_lag, arrived, "server"),
+        row("joulebench", lag, sent, "client", others),
+        row("joulebench", server_lag, arrived, "server", others),
     ]
 
 
 def run_guidellm(venv: Path, rate: float, n: int, processor: Path) -> list[dict]:
     """GuideLLM 0.8 with one worker process (more overload 2 cores; see REFERENCE)."""
-    with FakeServerProcess() as server, tempfile.TemporaryDirectory() as tmp:
+    others = OthersCpu()
+    with others, FakeServerProcess() as server, tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "report.json"
         cmd = [
             str(venv / "bin" / "guidellm"),
@@ -97,8 +132,8 @@ def run_guidellm(venv: Path, rate: float, n: int, processor: Path) -> list[dict]
     targeted, started = targeted[order], started[order]
     k = min(arrived.size, targeted.size)
     return [
-        row("guidellm", started - targeted, started, "client"),
-        row("guidellm", arrived[:k] - targeted[:k], arrived, "server"),
+        row("guidellm", started - targeted, started, "client", others),
+        row("guidellm", arrived[:k] - targeted[:k], arrived, "server", others),
     ]
 
 
