@@ -306,7 +306,7 @@ def encode_body(target: Target, req: Request) -> bytes:
 #: How long before its release a request's task is created (it then waits for the instant).
 LEAD_S = 0.004
 #: Timer sleep until this long before an instant, then yield to the event loop.
-SPIN_S = 0.0012
+SPIN_S = 0.002
 #: The last stretch before an instant is waited without yielding, so no callback can start.
 BUSY_S = 0.0003
 
