@@ -7,9 +7,9 @@ With a ``Watchdog``, a load whose server dies or stops answering is stopped: req
 are abandoned (failed), those not yet due are kept as ``not_sent``, and ``LoadAborted`` carries
 every result, so each planned request is accounted exactly once.
 
-Keeping time: each request's task is created ``lead_s`` before its release and waits for the
-instant itself: a timer sleep until ``spin_s`` before it, then yielding to the event loop (streams
-in flight keep being read), then the last ``busy_s`` without yielding, so no other callback can
+Keeping time: each request's task is created ``LEAD_S`` before its release and waits for the
+instant itself: a timer sleep until ``SPIN_S`` before it, then yielding to the event loop (streams
+in flight keep being read), then the last ``BUSY_S`` without yielding, so no other callback can
 start in between. The "sent" time is then taken and the request written in the same step.
 Automatic garbage collection is paused during an open-loop load and run in the gaps between
 sends instead (see ``GcInGaps``), so no collection pause lands on a send instant. The send lag
@@ -230,8 +230,11 @@ class Abort:
                     task.cancel()
 
     def request_failed(self, how: str) -> None:
-        """A request timed out or lost its connection: is the server gone? (checked at once,
-        before anything else is sent; if its process runs, the watchdog probes its health)."""
+        """A request timed out or lost its connection: check the server process at once.
+
+        At once, so nothing more is sent to a dead server; if the process runs, the watchdog
+        probes its health.
+        """
         if self.watchdog is None or self.reason is not None:
             return
         exited = self.watchdog.exited()
