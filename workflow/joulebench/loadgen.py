@@ -348,13 +348,16 @@ class GcInGaps:
     @contextlib.contextmanager
     def paused(self) -> Iterator[GcInGaps]:
         was_enabled = gc.isenabled()
-        gc.collect()
-        gc.freeze()  # what exists before the load is never scanned during it
+        ours = gc.get_freeze_count() == 0  # a caller's own freeze is left as it is
+        if ours:
+            gc.collect()
+            gc.freeze()  # what exists before the load is never scanned during it
         gc.disable()
         try:
             yield self
         finally:
-            gc.unfreeze()
+            if ours:
+                gc.unfreeze()
             if was_enabled:
                 gc.enable()
 
