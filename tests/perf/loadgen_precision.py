@@ -126,6 +126,12 @@ def run_guidellm(venv: Path, rate: float, n: int, processor: Path) -> list[dict]
         arrived = np.sort(np.array(server.wall_arrivals))
         report = json.loads(out.read_text())
     targeted, started = _guidellm_timings(report)
+    unset = (targeted <= 0) | (started <= 0)  # seen: a few entries with targeted_start 0
+    if unset.any():
+        print(
+            f"guidellm: {unset.sum()} of {unset.size} report entries have no start time; left out"
+        )
+        targeted, started = targeted[~unset], started[~unset]
     if not targeted.size:
         raise RuntimeError("no per-request timings (targeted_start, request_start) in the report")
     order = np.argsort(targeted)
