@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 
 import numpy as np
@@ -113,3 +116,104 @@ def test_group_shaping_sends_in_groups() -> None:
     assert sorted(set(np.round(table["release_s"].to_numpy(), 6))) == [0.1, 0.2, 0.3]
     assert (table["hold_s"] >= 0).all()
     assert table["send_lag_s"].max() < 0.02
+
+
+def test_garbage_collection_waits_for_gaps_and_is_restored() -> None:
+    import gc
+
+    enabled_at_start: list[bool] = []
+    offsets = np.arange(20) * 0.01
+    with FakeServer() as server:
+        results, _ = loadgen.run(
+            Target(server.url),
+            requests_for(offsets),
+            timeout_s=10,
+            on_start=lambda _t0: enabled_at_start.append(gc.isenabled()),
+        )
+    assert all(r.status == "ok" for r in results)
+    assert enabled_at_start == [False]  # no automatic collection during the load
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # and everything as before after it
+    gaps = loadgen.GcInGaps(gap_s=0.002, overdue=10**9)
+    assert not gaps.fits(0.001) and gaps.fits(0.002)
+
+
+class SignalIntoLoad:
+    """Send ``sig`` to ``pid`` ``after_s`` into the load (use as the load's ``on_start``)."""
+
+    def __init__(self, pid: int, sig: int, after_s: float) -> None:
+        self.pid, self.sig, self.after_s = pid, sig, after_s
+        self.sent_at: float | None = None  # perf_counter
+
+    def __call__(self, _t0: float) -> None:
+        threading.Timer(self.after_s, self._send).start()
+
+    def _send(self) -> None:
+        self.sent_at = time.perf_counter()
+        os.kill(self.pid, self.sig)
+
+
+def _assert_each_request_accounted_once(results: list, planned: int) -> dict[str, int]:
+    assert sorted(r.index for r in results) == list(range(planned))
+    counts = loadgen.outcome_counts(results)
+    assert counts["completed"] + counts["failed"] + counts["not_sent"] == planned
+    for r in results:
+        if r.status == "not_sent":
+            assert np.isnan(r.sent_s) and r.error.startswith("not sent: ")
+        else:
+            assert r.sent_s >= r.release_s
+        assert (r.status == "ok") == (r.error is None)
+    return counts
+
+
+@pytest.mark.parametrize("users", [None, 3])
+def test_a_server_that_dies_stops_the_load_and_every_request_is_accounted(
+    users: int | None,
+) -> None:
+    offsets = np.arange(60) * 0.02  # open loop: 1.2 s of load; closed: about 2 s
+    with FakeServer(token_delay_s=0.02) as server:
+        proc = server._proc
+        watchdog = loadgen.Watchdog(
+            exited=lambda: None if proc.poll() is None else f"exit status {proc.returncode}",
+            interval_s=0.05,
+        )
+        kill = SignalIntoLoad(proc.pid, signal.SIGKILL, 0.45)
+        with pytest.raises(loadgen.LoadAborted, match="exit status -9") as info:
+            loadgen.run(
+                Target(server.url),
+                requests_for(offsets),
+                10,
+                users=users,
+                on_start=kill,
+                watchdog=watchdog,
+            )
+    counts = _assert_each_request_accounted_once(info.value.results, 60)
+    assert counts["completed"] >= 1 and counts["not_sent"] >= 20, counts
+    assert f"{counts['not_sent']} not sent, of 60 planned" in str(info.value)
+
+
+def test_a_server_that_stops_answering_stops_the_load_in_bounded_time() -> None:
+    offsets = np.arange(150) * 0.02  # 3 s of load; the server freezes 0.35 s into it
+    with FakeServer(token_delay_s=0.01) as server:
+        proc = server._proc
+        watchdog = loadgen.Watchdog(
+            exited=lambda: None, health_url=server.url + "/health", probe_timeout_s=0.3
+        )
+        freeze = SignalIntoLoad(proc.pid, signal.SIGSTOP, 0.35)
+        try:
+            with pytest.raises(loadgen.LoadAborted, match="stopped answering") as info:
+                loadgen.run(
+                    Target(server.url),
+                    requests_for(offsets),
+                    0.4,
+                    on_start=freeze,
+                    watchdog=watchdog,
+                )
+            assert freeze.sent_at is not None
+            took = time.perf_counter() - freeze.sent_at
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+    # a request times out 0.4 s after the freeze, the probe gives up 0.3 s later; without the
+    # watchdog the load would go on for 2.65 s more
+    assert took < 1.6, took
+    counts = _assert_each_request_accounted_once(info.value.results, 150)
+    assert counts["timed_out"] >= 1 and counts["completed"] >= 1 and counts["not_sent"] >= 20

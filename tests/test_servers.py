@@ -141,3 +141,18 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_a_stopped_server_is_stopped_without_waiting_for_the_kill(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    server, pidfile = toy_server(tmp_path, "ok", stop_timeout_s=10)
+    server.start()
+    leader, child = server.pid, int(pidfile.read_text())
+    os.kill(leader, signal.SIGSTOP)  # a frozen server: SIGTERM alone would wait for SIGCONT
+    start = time.monotonic()
+    server.stop()
+    assert time.monotonic() - start < 5  # SIGCONT after SIGTERM: no 10 s wait for SIGKILL
+    assert server.returncode == -signal.SIGTERM
+    assert gone(leader, within_s=0) and gone(child, within_s=0)  # stop() waited for the group

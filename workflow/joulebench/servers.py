@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import psutil
+
 from joulebench.errors import ConfigError, JoulebenchError
 
 log = logging.getLogger(__name__)
@@ -258,10 +260,26 @@ class Server:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    @property
+    def health_url(self) -> str:
+        return self.url + self.spec.health_path
+
+    def exit_reason(self) -> str | None:
+        """Why the server process is gone, or None while it runs (always None for external)."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return f"the server process (pid {self.proc.pid}) {describe_exit(self.proc.returncode)}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of the server's log, for error messages."""
+        if self._log is not None:
+            self._log.flush()
+        return f"end of {self.log_path}:\n{_tail(self.log_path, lines)}"
+
     def start(self) -> None:
         """Start the process in its own session and wait until it is healthy."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        health = self.url + self.spec.health_path
+        health = self.health_url
         if self.spec.kind == "external":
             self.log_path.write_text(f"external server at {self.url}; no lifecycle\n")
             self.startup_s = wait_healthy(health, self.spec.startup_timeout_s)
@@ -295,7 +313,7 @@ class Server:
             )
         except ServerError as err:
             self.stop()
-            raise ServerError(f"{err}; end of {self.log_path}:\n{_tail(self.log_path)}") from None
+            raise ServerError(f"{err}; {self.log_tail()}") from None
         log.info("server healthy after %.1f s", self.startup_s)
 
     def stop(self) -> None:
@@ -304,14 +322,18 @@ class Server:
         if proc is not None:
             if proc.poll() is None:
                 _signal_group(proc.pid, signal.SIGTERM)
+                _signal_group(proc.pid, signal.SIGCONT)  # a stopped process handles it too
                 try:
                     proc.wait(self.spec.stop_timeout_s)
                 except subprocess.TimeoutExpired:
                     log.warning("server did not stop in %g s; killing", self.spec.stop_timeout_s)
                     _signal_group(proc.pid, signal.SIGKILL)
                     proc.wait()
-            # whatever the leader left behind in its group goes too
+            # whatever the leader left behind in its group goes too, and is waited for
             _signal_group(proc.pid, signal.SIGKILL)
+            left = _wait_group_gone(proc.pid, self.spec.stop_timeout_s)
+            if left:
+                log.warning("server process group %d: pids %s still alive", proc.pid, left)
             self.returncode = proc.returncode
             log.info("server stopped (exit %s)", proc.returncode)
         if self._log is not None:
@@ -335,6 +357,32 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def describe_exit(returncode: int) -> str:
+    """``-9`` → "was killed by SIGKILL", ``3`` → "exited with status 3"."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """Pids of process group ``pgid`` that still run (zombies only await their reaper)."""
+    alive = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(ProcessLookupError, psutil.Error):
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                alive.append(proc.pid)
+    return alive
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> list[int]:
+    """Wait until no process of group ``pgid`` runs; the pids still running at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while (alive := _group_alive(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return alive
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -5,6 +5,10 @@ then runs each experiment (arrival process × rate × shaping) inside one meter 
 exactly its load phase, with a power trace sampled beside it. Each experiment leaves a
 per-request parquet table and a record (JSON) with provenance; the server log lies beside them.
 The server is stopped (its whole process group) even when an experiment fails.
+
+A server that dies or stops answering fails the session: the load is stopped (a watchdog beside
+it), every request is accounted as completed, failed or not sent, and the error carries those
+counts and the end of the server's log. The failed experiment writes nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from joulebench.attribution import PowerTrace, attribute, decode_occupancy, stea
 from joulebench.errors import JoulebenchError
 from joulebench.powertrace import TraceSampler, energy_reader, server_meter
 from joulebench.prompts import Prompt, from_file, synthetic
-from joulebench.servers import OUTPUT_CONTROL, Server, ServerSpec
+from joulebench.servers import OUTPUT_CONTROL, Server, ServerError, ServerSpec
 from joulebench.shaping import ShapingSpec
 
 log = logging.getLogger(__name__)
@@ -302,16 +306,24 @@ def run_session(
     written: list[Path] = []
     with server:
         target = target_for()
+        watchdog = watchdog_for(server, load["timeout_s"])
         if load["warmup_requests"]:
             warm = [
                 loadgen.Request(i, p.text, p.input_len, p.output_len)
                 for i, p in enumerate(make_prompts(spec, tokenizer, load["warmup_requests"], 99))
             ]
             log.info("warm-up: %d requests", len(warm))
-            results, _ = loadgen.run(target, warm, load["timeout_s"], users=min(4, len(warm)))
+            try:
+                results, _ = loadgen.run(
+                    target, warm, load["timeout_s"], users=min(4, len(warm)), watchdog=watchdog
+                )
+            except loadgen.LoadAborted as err:
+                raise server_failure(server, "the warm-up", err.reason, err.results) from None
             bad = [r for r in results if r.status != "ok"]
             if bad:
-                raise JoulebenchError(f"warm-up request failed: {bad[0].error}")
+                raise JoulebenchError(
+                    f"warm-up request failed: {bad[0].error}; {server.log_tail()}"
+                )
         meter = server_meter(m["meter"], spec.device, m["cpu_estimate"], server.pid)
         reader = energy_reader(meter)
         if reader is None:
@@ -321,7 +333,9 @@ def run_session(
             for i, exp_dict in enumerate(spec.experiments):
                 exp = Experiment(**exp_dict)
                 log.info("[%d/%d] %s: %s", i + 1, len(spec.experiments), exp.id, exp.arrival)
-                record, table = _run_experiment(spec, exp, target, tokenizer, meter, reader, idle)
+                record, table = _run_experiment(
+                    spec, exp, server, target, watchdog, tokenizer, meter, reader, idle
+                )
                 record |= {
                     "server": server.describe(),
                     "session_started_at": started,
@@ -335,6 +349,25 @@ def run_session(
         finally:
             meter.close()
     return written
+
+
+def watchdog_for(server: Server, timeout_s: float) -> loadgen.Watchdog:
+    """Watch the server's process and, after a request times out or fails, its health URL."""
+    return loadgen.Watchdog(
+        exited=server.exit_reason,
+        health_url=server.health_url,
+        probe_timeout_s=min(timeout_s, 10.0),
+    )
+
+
+def server_failure(
+    server: Server, during: str, reason: str, results: list[loadgen.Result]
+) -> ServerError:
+    """The error a session fails with when its server dies or hangs: counts and log tail."""
+    return ServerError(
+        f"server '{server.spec.name}' failed during {during}: {reason}; requests: "
+        f"{loadgen.describe_counts(results)}; nothing was written for it; {server.log_tail()}"
+    )
 
 
 def _idle_baseline(meter: Any, seconds: float) -> dict[str, Any] | None:
@@ -351,7 +384,9 @@ def _idle_baseline(meter: Any, seconds: float) -> dict[str, Any] | None:
 def _run_experiment(
     spec: SessionSpec,
     exp: Experiment,
+    server: Server,
     target: loadgen.Target,
+    watchdog: loadgen.Watchdog,
     tokenizer: Any,
     meter: Any,
     reader: Any,
@@ -364,16 +399,35 @@ def _run_experiment(
     key = f"load-{exp.id}"
     started = provenance.now_utc()
     cpu0 = time.process_time()
-    results, t0 = loadgen.run(
-        target,
-        requests,
-        load["timeout_s"],
-        users=exp.arrival_spec.users if exp.arrival_spec.process == "closed" else None,
-        on_start=lambda _t0: meter.begin_window(key),
-    )
+    windows: list[str] = []
+
+    def begin(_t0: float) -> None:
+        meter.begin_window(key)
+        windows.append(key)
+
+    try:
+        results, t0 = loadgen.run(
+            target,
+            requests,
+            load["timeout_s"],
+            users=exp.arrival_spec.users if exp.arrival_spec.process == "closed" else None,
+            on_start=begin,
+            watchdog=watchdog,
+        )
+    except loadgen.LoadAborted as err:
+        if windows:
+            meter.end_window(key)  # closed, and its reading thrown away
+        sampler.stop()
+        raise server_failure(server, f"experiment {exp.id}", err.reason, err.results) from None
+    except BaseException:
+        sampler.stop()
+        raise
     window = meter.end_window(key)
     loadgen_cpu_s = time.process_time() - cpu0
     trace = sampler.stop(origin=t0)
+    died = server.exit_reason()
+    if died is not None:  # after the last answer, but the results cannot be trusted
+        raise server_failure(server, f"experiment {exp.id}", died, results)
     table = loadgen.results_table(results)
     energy, per_request = energy_summary(
         table, trace, window.total_j, window.time_s, m["steady_batch"], m["attribution_tolerance"]
