@@ -101,7 +101,8 @@ def main() -> None:
     med_jb, med_bare = statistics.median(rates_jb), statistics.median(rates_bare)
     print(
         f"{args.engine}: tiny-llama {args.precision}, batch {b}, in {n_in}, out {n_out}, "
-        f"{torch.get_num_threads()} threads, {args.rounds} rounds (median tokens/s)"
+        f"{args.threads or torch.get_num_threads()} threads, {args.rounds} rounds "
+        "(median tokens/s)"
     )
     print(f"{'path':<28}{'tokens/s':>12}{'min':>10}{'max':>10}")
     print(
