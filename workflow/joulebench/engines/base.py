@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from joulebench.errors import ConfigError
 from joulebench.precisions import Precision
 
 
@@ -28,6 +30,23 @@ class EngineOptions:
     tensor_parallel_size: int = 1
     seed: int = 0
     vllm: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``auto`` into ``cuda`` or ``cpu``; reject ``cuda`` where torch sees no GPU."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "'cuda' was asked for but torch sees no CUDA GPU in this job")
+    return device
+
+
+def process_peak_rss() -> dict[str, Any]:
+    """This process's peak resident memory (what a CPU engine's peak memory is)."""
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"bytes": int(rss_kib) * 1024, "kind": "process_peak_rss"}
 
 
 def checkpoint_quant_method(model_dir: str) -> str | None:

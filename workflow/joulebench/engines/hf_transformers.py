@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import copy
 import logging
-import resource
 import warnings
 from collections.abc import Callable
 from typing import Any
 
-from joulebench.engines.base import GenerationError, checkpoint_quant_method, random_prompt_ids
-from joulebench.errors import ConfigError
+from joulebench.engines.base import (
+    GenerationError,
+    checkpoint_quant_method,
+    process_peak_rss,
+    random_prompt_ids,
+    resolve_device,
+)
 from joulebench.precisions import (
     apply_transform,
     check_support,
@@ -20,17 +24,6 @@ from joulebench.precisions import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> str:
-    """Turn ``auto`` into ``cuda`` or ``cpu``; reject ``cuda`` where torch sees no GPU."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "'cuda' was asked for but torch sees no CUDA GPU in this job")
-    return device
 
 
 class TransformersEngine:
@@ -166,8 +159,7 @@ class TransformersEngine:
             import torch
 
             return {"bytes": int(torch.cuda.max_memory_allocated()), "kind": "cuda_max_allocated"}
-        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return {"bytes": int(rss_kib) * 1024, "kind": "process_peak_rss"}
+        return process_peak_rss()
 
     def describe(self) -> dict[str, Any]:
         import torch

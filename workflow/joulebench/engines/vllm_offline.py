@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import resource
 import statistics
 from collections.abc import Callable
 from typing import Any
@@ -24,23 +23,14 @@ from joulebench.engines.base import (
     EngineOptions,
     GenerationError,
     checkpoint_quant_method,
+    process_peak_rss,
     random_prompt_ids,
+    resolve_device,
 )
-from joulebench.errors import ConfigError, JoulebenchError
+from joulebench.errors import JoulebenchError
 from joulebench.precisions import check_support, get_precision, load_settings
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → cuda where torch sees a GPU, else cpu; ``cuda`` without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "'cuda' was asked for but torch sees no CUDA GPU in this job")
-    return device
 
 
 def compute_capability(device: str) -> float | None:
@@ -233,8 +223,7 @@ class VllmEngine:
 
             free, total = torch.cuda.mem_get_info(0)
             return {"bytes": int(total - free), "kind": "cuda_device_used_after_run"}
-        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return {"bytes": int(rss_kib) * 1024, "kind": "process_peak_rss"}
+        return process_peak_rss()
 
     def describe(self) -> dict[str, Any]:
         from importlib.metadata import PackageNotFoundError, version
