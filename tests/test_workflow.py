@@ -295,3 +295,17 @@ def test_killed_study_leaves_no_partial_output_and_resumes(tmp_path: Path) -> No
     finished = sorted(records.rglob("*.json"))
     assert len(finished) == 4
     assert all(json.loads(p.read_text())["status"] == "ok" for p in finished)
+
+
+def test_a_tensor_parallel_job_asks_for_that_many_gpus(tmp_path: Path) -> None:
+    cfg = yaml.safe_load((REPO / "config" / "gpu.yaml").read_text())
+    cfg |= {"engines": ["vllm"], "precisions": ["bf16"], "batch_sizes": [8]}
+    cfg |= {"tensor_parallel_sizes": [1, 2], "models": cfg["models"][:1]}
+    write_config(tmp_path, cfg)
+    run = snakemake(tmp_path, "--dry-run")
+    assert run.returncode == 0, run.stderr[-3000:]
+    asked = {
+        re.search(r"point=(\S+)", block).group(1): re.search(r"gpu=(\d+)", block).group(1)
+        for block in run.stdout.split("rule benchmark:")[1:]
+    }
+    assert asked == {"bs8_in512_out256": "1", "bs8_in512_out256_tp2": "2"}
