@@ -38,6 +38,9 @@ STUDY: dict[str, Any] = {
             },
         ],
         "idle_s": 0.2,
+        # a ~1.5 s load window: at the default 50 ms the trace's partial edge intervals alone
+        # can move its integral 2-3% off the meter's (the attribution check's tolerance is 2%)
+        "trace_interval_s": 0.01,
     },
 }
 
