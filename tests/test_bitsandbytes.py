@@ -102,3 +102,25 @@ def test_manifest_records_the_compute_dtype(name: str, tiny_model: Path) -> None
     assert manifest["load"]["dtype"] == "bfloat16"
     assert "bitsandbytes" in manifest["made_by"]  # its version (None where not installed)
     assert manifest["checkpoint"] is None  # quantized while loading the source checkpoint
+
+
+def test_repeated_int8_cast_warning_is_logged_once(
+    tiny_model: Path, captured: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """bitsandbytes logs the fp32→fp16 cast on every int8 matmul; a run keeps the first line."""
+    import logging
+
+    from joulebench.engines.hf_transformers import BNB_CHATTY_LOGGER
+
+    load_bnb(tiny_model, "bnb-int8", {})
+    load_bnb(tiny_model, "bnb-int8", {})  # a second load adds no second filter
+    chatty = logging.getLogger(BNB_CHATTY_LOGGER)
+    assert len(chatty.filters) == 1
+    with caplog.at_level(logging.WARNING, logger=BNB_CHATTY_LOGGER):
+        for _ in range(50):
+            chatty.warning("MatMul8bitLt: inputs will be cast from %s to float16", "torch.float32")
+        chatty.warning("MatMul8bitLt: inputs will be cast from %s to float16", "torch.bfloat16")
+    assert [r.getMessage() for r in caplog.records] == [
+        "MatMul8bitLt: inputs will be cast from torch.float32 to float16",
+        "MatMul8bitLt: inputs will be cast from torch.bfloat16 to float16",
+    ]

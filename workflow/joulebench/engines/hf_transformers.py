@@ -25,6 +25,33 @@ from joulebench.precisions import (
 
 log = logging.getLogger(__name__)
 
+#: bitsandbytes logs "MatMul8bitLt: inputs will be cast ... to float16" on every int8 matmul
+#: when the compute dtype is not fp16 (the seed study's fp32 default): tens of thousands of
+#: identical lines per run, written while the meter is on.
+BNB_CHATTY_LOGGER = "bitsandbytes.autograd._functions"
+
+
+class OncePerMessage(logging.Filter):
+    """Let each distinct message through once; drop its repeats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def quiet_repeated_bnb_warnings() -> None:
+    """Install one :class:`OncePerMessage` on bitsandbytes' matmul logger (idempotent)."""
+    chatty = logging.getLogger(BNB_CHATTY_LOGGER)
+    if not any(isinstance(f, OncePerMessage) for f in chatty.filters):
+        chatty.addFilter(OncePerMessage())
+
 
 class TransformersEngine:
     """transformers ``generate`` with greedy decoding and a fixed number of new tokens."""
@@ -64,6 +91,8 @@ class TransformersEngine:
         bnb = self.settings.get("bitsandbytes")
         if bnb is not None:
             from transformers import BitsAndBytesConfig
+
+            quiet_repeated_bnb_warnings()
 
             options = dict(bnb)
             if "bnb_4bit_compute_dtype" in options:
