@@ -1,8 +1,9 @@
 """GPU smoke test of the measurement layer: a ~1B Llama-shaped model, NVML meter, one table.
 
-On a CUDA machine with only torch, transformers, nvidia-ml-py and joulebench (no internet, no
-vLLM) it synthesizes the ``llama-3.2-1b`` preset (random weights, the real shapes), then sweeps
-fp32/bf16/fp16 × batch 1/8/64 at short lengths and prints, per configuration: prefill and
+On a CUDA machine with torch, transformers, nvidia-ml-py and joulebench's light needs (polars,
+jsonschema, pyyaml, psutil, tqdm; no internet, no vLLM, no Snakemake) it synthesizes the
+``llama-3.2-1b`` preset (random weights, the real shapes), then sweeps fp32/bf16/fp16 ×
+batch 1/8/64 at short lengths and prints, per configuration: prefill and
 decode J/token by both methods (subtraction: 1-token window, full − prefill; direct: power trace
 split at the first token), decode tokens/s, average power, the idle power measured once before
 the sweep, and the trace-vs-counter conservation gap. It stops early, saying so, if the sweep
