@@ -32,6 +32,7 @@ def captured(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
         return real(path)  # unquantized, on the CPU
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
     return calls
 

@@ -65,6 +65,25 @@ def test_fp8_needs_ada_or_hopper_when_the_gpu_is_known() -> None:
         check_support(fp8, "vllm", "cuda", compute_capability=8.0)
 
 
+@pytest.mark.parametrize(("capability", "ok"), [((8, 0), False), ((9, 0), True)])
+def test_the_job_checks_its_own_gpus_compute_capability(
+    capability: tuple[int, int], ok: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no gpu: section in the config, the engine checks the GPU the job landed on."""
+    import torch
+    from joulebench.engines.base import plan_load
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    variant = {"checkpoint": None, "load": {"dtype": "bfloat16", "quantization": "fp8"}}
+    if ok:
+        plan = plan_load("vllm", "/models/m", "fp8", "auto", variant)
+        assert (plan.device, plan.load_dir, plan.settings) == ("cuda", "/models/m", variant["load"])
+    else:
+        with pytest.raises(ConfigError, match=r"compute capability ≥ 8.9 .* has 8.0"):
+            plan_load("vllm", "/models/m", "fp8", "auto", variant)
+
+
 def test_bnb_compute_dtype_is_explicit_and_configurable() -> None:
     nf4 = load_settings(get_precision("bnb-nf4"))
     assert nf4["dtype"] == "float32"  # bitsandbytes' default, as the seed study ran it

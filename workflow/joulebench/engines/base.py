@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from joulebench.errors import ConfigError
-from joulebench.precisions import Precision
+from joulebench.precisions import Precision, check_support, get_precision, load_settings
 
 
 class GenerationError(RuntimeError):
@@ -41,6 +41,47 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "'cuda' was asked for but torch sees no CUDA GPU in this job")
     return device
+
+
+def compute_capability(device: str) -> float | None:
+    """The CUDA compute capability of the job's first GPU (None on CPU)."""
+    if device != "cuda":
+        return None
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(0)
+    return major + minor / 10
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What an engine loads and how, checked against the precision registry before loading."""
+
+    precision: Precision
+    device: str
+    #: a converted checkpoint (ct-* variants) or the source one
+    load_dir: str
+    #: dtype and quantization settings (the variant manifest's ``load``)
+    settings: dict[str, Any]
+
+
+def plan_load(
+    engine: str, model_dir: str, precision: str, device: str, variant: dict[str, Any] | None
+) -> LoadPlan:
+    """Resolve the device and checkpoint, and reject a combination ``engine`` cannot run."""
+    spec = get_precision(precision)
+    device = resolve_device(device)
+    variant = variant or {}
+    load_dir = variant.get("checkpoint") or model_dir
+    check_support(
+        spec,
+        engine,
+        device,
+        key="precision",
+        compute_capability=compute_capability(device),
+        checkpoint_format=checkpoint_quant_method(load_dir),
+    )
+    return LoadPlan(spec, device, load_dir, variant.get("load") or load_settings(spec))
 
 
 def process_peak_rss() -> dict[str, Any]:

@@ -11,17 +11,11 @@ from typing import Any
 from joulebench.engines.base import (
     GenerationError,
     checkpoint_quant_method,
+    plan_load,
     process_peak_rss,
     random_prompt_ids,
-    resolve_device,
 )
-from joulebench.precisions import (
-    apply_transform,
-    check_support,
-    get_precision,
-    load_settings,
-    torch_dtype,
-)
+from joulebench.precisions import apply_transform, torch_dtype
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +61,10 @@ class TransformersEngine:
         variant: dict[str, Any] | None = None,
     ) -> None:
         self.model_dir = model_dir
-        self.precision = get_precision(precision)
-        self.device = resolve_device(device)
-        variant = variant or {}
-        #: a converted checkpoint (ct-* variants) or the source one
-        self.load_dir = variant.get("checkpoint") or model_dir
-        check_support(
-            self.precision,
-            self.name,
-            self.device,
-            key="precision",
-            checkpoint_format=checkpoint_quant_method(self.load_dir),
-        )
+        plan = plan_load(self.name, model_dir, precision, device, variant)
+        self.precision, self.device = plan.precision, plan.device
+        self.load_dir, self.settings = plan.load_dir, plan.settings
         self.threads = threads
-        self.settings = variant.get("load") or load_settings(self.precision)
         self.model: Any = None
         self.tokenizer: Any = None
 

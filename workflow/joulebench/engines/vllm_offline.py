@@ -22,25 +22,13 @@ from typing import Any
 from joulebench.engines.base import (
     EngineOptions,
     GenerationError,
-    checkpoint_quant_method,
+    plan_load,
     process_peak_rss,
     random_prompt_ids,
-    resolve_device,
 )
 from joulebench.errors import JoulebenchError
-from joulebench.precisions import check_support, get_precision, load_settings
 
 log = logging.getLogger(__name__)
-
-
-def compute_capability(device: str) -> float | None:
-    """The CUDA compute capability of the job's first GPU (None on CPU)."""
-    if device != "cuda":
-        return None
-    import torch
-
-    major, minor = torch.cuda.get_device_capability(0)
-    return major + minor / 10
 
 
 class VllmEngine:
@@ -58,20 +46,10 @@ class VllmEngine:
         options: EngineOptions | None = None,
     ) -> None:
         self.model_dir = model_dir
-        self.precision = get_precision(precision)
-        self.device = resolve_device(device)
-        variant = variant or {}
-        self.load_dir = variant.get("checkpoint") or model_dir
-        check_support(
-            self.precision,
-            self.name,
-            self.device,
-            key="precision",
-            compute_capability=compute_capability(self.device),
-            checkpoint_format=checkpoint_quant_method(self.load_dir),
-        )
+        plan = plan_load(self.name, model_dir, precision, device, variant)
+        self.precision, self.device = plan.precision, plan.device
+        self.load_dir, self.settings = plan.load_dir, plan.settings
         self.threads = threads
-        self.settings = variant.get("load") or load_settings(self.precision)
         self.options = options or EngineOptions()
         self.llm: Any = None
         self.tokenizer: Any = None
