@@ -3,10 +3,10 @@
 On a CUDA machine with torch, transformers, nvidia-ml-py and joulebench's light needs (polars,
 jsonschema, pyyaml, psutil, tqdm; no internet, no vLLM, no Snakemake) it synthesizes the
 ``llama-3.2-1b`` preset (random weights, the real shapes), then sweeps fp32/bf16/fp16 ×
-batch 1/8/64 at short lengths and prints, per configuration: prefill and
-decode J/token by both methods (subtraction: 1-token window, full − prefill; direct: power trace
-split at the first token), decode tokens/s, average power, the idle power measured once before
-the sweep, and the trace-vs-counter conservation gap. It stops early, saying so, if the sweep
+batch 1/8/64 at short lengths and prints, per configuration: prefill and decode J/token by both
+methods (subtraction: 1-token window, full − prefill; direct: power trace split at the first
+token), decode tokens/s, average power, the idle power measured once before the sweep, and the
+trace-vs-counter conservation gap. It stops early, saying so, if the sweep
 would pass ``--budget-s`` (default 330 s, under the 6 minutes it must take on an H100).
 Where bitsandbytes imports (``pip install .[bnb]``) and the device is CUDA it also runs bnb-int8
 and bnb-nf4 (bitsandbytes' defaults: fp32 compute, threshold 6.0) after the other precisions

@@ -76,8 +76,6 @@ class TransformersEngine:
         if bnb is not None:
             from transformers import BitsAndBytesConfig
 
-            quiet_repeated_bnb_warnings()
-
             options = dict(bnb)
             if "bnb_4bit_compute_dtype" in options:
                 options["bnb_4bit_compute_dtype"] = torch_dtype(options["bnb_4bit_compute_dtype"])
@@ -99,6 +97,8 @@ class TransformersEngine:
         log.info("loading %s as %s on %s", self.load_dir, self.precision.name, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         kwargs = self._from_pretrained_kwargs()
+        if self.settings.get("bitsandbytes") is not None:
+            quiet_repeated_bnb_warnings()
         with warnings.catch_warnings():
             # intended: our quantization_config only sets how a compressed-tensors one loads
             warnings.filterwarnings("ignore", message="You passed `quantization_config`")
