@@ -26,6 +26,7 @@ from tqdm import tqdm
 from joulebench import provenance
 from joulebench.config import BenchSpec
 from joulebench.engines import Engine, EngineOptions, make_engine
+from joulebench.errors import UnsupportedError
 from joulebench.memory import (
     InfeasibleError,
     available_bytes,
@@ -277,28 +278,31 @@ def run(
     progress: bool = True,
     threads: int | None = None,
     trace_out: str | Path | None = None,
+    skip_unsupported: bool = False,
 ) -> dict[str, Any]:
     """Run one configuration end to end and return its record (not yet written).
 
     ``threads`` is the CPU threads the scheduler gave the job; it is used when the spec leaves
     ``measurement.threads`` at 0 (“every core the job has”). A configuration that does not fit
-    in memory returns an ``infeasible`` record with the reason instead of failing the study.
-    The power trace is written to ``trace_out`` (parquet, times relative to the start of the
-    idle window) when given — empty for an infeasible configuration, so the file always exists.
+    in memory returns an ``infeasible`` record with the reason instead of failing the study, as
+    does, under ``skip_unsupported``, a variant that this job's engine, GPU or CPU cannot run
+    (otherwise that is an :class:`UnsupportedError`). The power trace is written to
+    ``trace_out`` (parquet, times relative to the start of the idle window) when given — empty
+    for an infeasible configuration, so the file always exists.
     """
     m = spec.measurement
     started = provenance.now_utc()
     n_threads = m["threads"] or threads or 0
-    engine = make_engine(
-        spec.engine,
-        model_dir,
-        spec.precision,
-        spec.device,
-        n_threads,
-        variant=variant,
-        options=engine_options(spec),
-    )
     try:
+        engine = make_engine(
+            spec.engine,
+            model_dir,
+            spec.precision,
+            spec.device,
+            n_threads,
+            variant=variant,
+            options=engine_options(spec),
+        )
         if m["memory_guard"]:
             _check_memory(spec, model_dir, engine.device, engine.precision)
         engine.load()
@@ -320,7 +324,8 @@ def run(
         finally:
             meter.close()
     except Exception as err:
-        if not (isinstance(err, InfeasibleError) or is_out_of_memory(err)):
+        unsupported = skip_unsupported and isinstance(err, UnsupportedError)
+        if not (unsupported or isinstance(err, InfeasibleError) or is_out_of_memory(err)):
             raise
         log.warning("%s is infeasible: %s", spec.config_id, err)
         if trace_out is not None:

@@ -78,6 +78,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         threads=args.threads,
         trace_out=trace_out,
+        skip_unsupported=args.skip_unsupported,
     )
     write_json(args.out, record)
     _print_record_summary(record)
@@ -393,6 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repetitions", type=int)
     b.add_argument("--min-window-s", type=float)
     b.add_argument("--threads", type=int, help="CPU threads (used where the spec says 0 = all)")
+    b.add_argument(
+        "--skip-unsupported",
+        action="store_true",
+        help="a variant this job's engine, GPU or CPU cannot run gives an infeasible record "
+        "(the config's skip_unsupported) instead of an error",
+    )
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_bench)
 

@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 from joulebench.errors import ConfigError
+from joulebench.hostcpu import resolve_isa
 from joulebench.models import PRESETS, architecture, check_declared_quantization, check_local
 from joulebench.precisions import check_device, check_support, get_precision
 
@@ -239,6 +240,7 @@ def _combinations(
     """Every (model, precision, engine, tp) with None or the (key, reason) it cannot run."""
     out: list[tuple[Combination, tuple[str, str] | None]] = []
     gpu_cc = (config.get("gpu") or {}).get("compute_capability")
+    cpu_isa = resolve_isa((config.get("cpu") or {}).get("isa"))
     for model in config["models"]:
         for precision in model_precisions(config, model):
             for engine in config["engines"]:
@@ -253,6 +255,7 @@ def _combinations(
                             key,
                             gpu_cc,
                             model.get("quantization"),
+                            cpu_isa,
                         )
                         _check_tensor_parallel(engine, config["device"], tp)
                     except ConfigError as err:

@@ -13,6 +13,14 @@ class ConfigError(JoulebenchError):
         super().__init__(f"config key '{key}': {message}")
 
 
+class UnsupportedError(ConfigError):
+    """A variant cannot run on this engine, device, GPU or CPU (the message says why).
+
+    Raised before any job when the config says enough, and again when a job starts; under
+    ``skip_unsupported`` a job turns it into an ``infeasible`` record instead of failing.
+    """
+
+
 class ModelSourceError(JoulebenchError):
     """A model could not be prepared from its source (hub offline, missing directory, ...)."""
 

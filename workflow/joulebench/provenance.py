@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import joulebench
+from joulebench.hostcpu import RECORDED_FLAGS, host_cpu
 
 TRACKED_PACKAGES = (
     "joulebench",
@@ -54,6 +55,7 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
         "bench.py",
         "config.py",
         "engines",
+        "hostcpu.py",
         "memory.py",
         "meters.py",
         "models.py",
@@ -210,11 +212,15 @@ def _describe_gpus(nvml: ModuleType) -> dict[str, Any]:
 
 
 def host_info() -> dict[str, Any]:
+    """Host name, platform, Python, and the CPU with its instruction-set level and flags."""
+    cpu = host_cpu()
     return {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu.model if cpu.model != "unknown" else platform.processor() or cpu.machine,
+        "cpu_isa": cpu.isa,
+        "cpu_flags": sorted(cpu.flags & set(RECORDED_FLAGS)),
         "logical_cores": os.cpu_count(),
     }
 
@@ -281,6 +287,11 @@ def audit_rows(record: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("host", "platform", host.get("platform")),
         ("host", "python", host.get("python")),
         ("host", "cpu", f"{_fmt(host.get('cpu'))} ({_fmt(host.get('logical_cores'))} cores)"),
+        (
+            "host",
+            "cpu level",
+            f"{_fmt(host.get('cpu_isa'))}: {' '.join(host.get('cpu_flags') or [])}",
+        ),
         ("accelerator", "torch CUDA build", torch.get("torch_cuda")),
         ("accelerator", "cuDNN", torch.get("cudnn")),
         ("accelerator", "driver", gpu.get("driver")),

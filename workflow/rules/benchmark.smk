@@ -35,4 +35,5 @@ rule benchmark:
             out=output.record,
             trace_out=output.trace,
             quiet=True,
+            skip_unsupported=CONFIG["skip_unsupported"],
         )

