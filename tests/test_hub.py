@@ -18,11 +18,12 @@ from typing import Any
 import pytest
 from hubserver import LoopbackHub, Repo
 from joulebench import models
-from joulebench.errors import ModelSourceError
+from joulebench.errors import ConfigError, ModelSourceError
 
 REPO_ID = "joulebench-test/tiny"
 GATED_ID = "joulebench-test/tiny-gated"
 BIG_ID = "joulebench-test/big"
+CT_ID = "joulebench-test/tiny-ct-w8a8"
 #: Bigger than the client's 10 MB read chunk, so a dropped connection has data to resume from.
 BIG_SIZE = 12 * 2**20
 DROP_AT = 10 * 2**20 + 12345
@@ -40,7 +41,7 @@ def tiny_seed1(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Hub(LoopbackHub):
     """The loopback hub with the commits the tests use."""
 
-    first = second = big = big_sha256 = ""
+    first = second = ct = big = big_sha256 = ""
 
 
 def files_of(model_dir: Path) -> dict[str, bytes]:
@@ -53,7 +54,17 @@ def files_of(model_dir: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def hub(tiny_model: Path, tiny_seed1: Path) -> Iterator[Hub]:
+def shipped_ct(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small model as shipped quantized: a compressed-tensors W8A8 checkpoint."""
+    from joulebench.precisions import get_precision
+    from joulebench.quantize import write_checkpoint
+
+    out = tmp_path_factory.mktemp("models") / "tiny-ct"
+    return write_checkpoint(tiny_model, get_precision("ct-w8a8"), {}, out).path
+
+
+@pytest.fixture(scope="module")
+def hub(tiny_model: Path, tiny_seed1: Path, shipped_ct: Path) -> Iterator[Hub]:
     server = Hub()
     tiny = Repo()
     server.first = tiny.add_commit(files_of(tiny_model))
@@ -62,6 +73,9 @@ def hub(tiny_model: Path, tiny_seed1: Path) -> Iterator[Hub]:
     gated = Repo(gated=True)
     gated.add_commit(files_of(tiny_model))
     server.repos[GATED_ID] = gated
+    ct = Repo()
+    server.ct = ct.add_commit(files_of(shipped_ct))
+    server.repos[CT_ID] = ct
     big = Repo()
     payload = hashlib.sha256(b"seed").digest() * (BIG_SIZE // 32)
     server.big = big.add_commit(
@@ -227,6 +241,18 @@ def test_gated_repo_with_the_token_downloads(
     assert hub.token not in (out / models.SOURCE_FILE).read_text()
 
 
+def test_a_prequantized_checkpoint_from_the_hub_is_checked_against_its_entry(
+    hub: Hub, online: Path, tmp_path: Path
+) -> None:
+    spec = {**entry(CT_ID, hub.ct), "quantization": "compressed-tensors"}
+    out = models.prepare(spec, tmp_path / "ct", "models[1]", online)
+    assert models.checkpoint_quantization(out)["quant_method"] == "compressed-tensors"
+    with pytest.raises(ConfigError, match=r"models\[1\]\.quantization.*declares 'gptq'"):
+        models.prepare({**spec, "quantization": "gptq"}, tmp_path / "wrong", "models[1]", online)
+    assert not (tmp_path / "wrong").exists()
+    assert leftovers(tmp_path) == []
+
+
 def test_offline_without_a_cached_copy_says_what_to_do(
     hub: Hub, online: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -247,7 +273,7 @@ def test_a_branch_name_never_reaches_the_hub(hub: Hub, online: Path, tmp_path: P
 STUDY: dict[str, Any] = {
     "study": "hub",
     "device": "cpu",
-    "precisions": ["fp32", "ct-w8a16"],
+    "precisions": ["fp32", "ct-w8a16", "prequantized"],
     "batch_sizes": [1],
     "input_lengths": [8],
     "output_lengths": [4],
@@ -256,6 +282,7 @@ STUDY: dict[str, Any] = {
 RECORDS = [
     "results/records/tiny/fp32/transformers/bs1_in8_out4.json",
     "results/records/tiny/ct-w8a16/transformers/bs1_in8_out4.json",
+    "results/records/shipped/prequantized/transformers/bs1_in8_out4.json",
 ]
 
 
@@ -308,11 +335,16 @@ def test_a_second_study_reuses_the_cache_offline_and_records_the_hashes(
     import subprocess
     import sys
 
+    import yaml
+
     cache = tmp_path / "shared-cache"
     cfg = {
         **STUDY,
         "cache": {"dir": str(cache)},
-        "models": [{**entry(GATED_ID, hub.first), "name": "tiny"}],
+        "models": [
+            {**entry(GATED_ID, hub.first), "name": "tiny"},
+            {**entry(CT_ID, hub.ct), "name": "shipped", "quantization": "compressed-tensors"},
+        ],
     }
     env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": hub.token}
     first = run_study(tmp_path / "study-a", cfg, env)
@@ -374,3 +406,14 @@ def test_a_second_study_reuses_the_cache_offline_and_records_the_hashes(
         quantize_s.append(float(row.split("\t")[header.split("\t").index("s")]))
     print(f"ct-w8a16 variant job: study A {quantize_s[0]:.2f} s, study B {quantize_s[1]:.2f} s")
     assert leftovers(a, b, cache) == []
+    shipped = json.loads((b / RECORDS[2]).read_text())["provenance"]["model"]
+    assert (shipped["repo"], shipped["revision"]) == (CT_ID, hub.ct)
+
+    # a new commit of the same entry: its download (and what depends on it) runs again
+    from test_workflow import planned
+
+    moved = {**cfg, "models": [{**cfg["models"][0], "revision": hub.second}, cfg["models"][1]]}
+    (a / "config" / "config.yaml").write_text(yaml.safe_dump(moved))
+    jobs = planned(a, env)
+    assert jobs["download_model"] == ["results/models/tiny"]
+    assert RECORDS[0] in jobs["benchmark"] and RECORDS[2] not in jobs["benchmark"]
