@@ -28,7 +28,6 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 #: Files stored with git-lfs on the Hub (their listing carries a sha256).
@@ -59,15 +58,6 @@ class Repo:
         sha = commit_id(digest.hexdigest(), *salt)
         self.commits[sha] = dict(files)
         return sha
-
-    def add_directory(self, directory: Path, *salt: str) -> str:
-        """A commit holding every file under ``directory`` (relative paths, subfolders too)."""
-        files = {
-            p.relative_to(directory).as_posix(): p.read_bytes()
-            for p in sorted(directory.rglob("*"))
-            if p.is_file()
-        }
-        return self.add_commit(files, *salt)
 
 
 @dataclass
