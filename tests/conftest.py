@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,14 @@ def snakemake_argv(workdir: Path, *args: str) -> list[str]:
 def bench_fp32_cpu(model_dir: Path) -> list[str]:
     """The start of a `joulebench bench` command line: fp32 on the CPU with ``model_dir``."""
     return ["bench", "--model-dir", str(model_dir), "--precision", "fp32", "--device", "cpu"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model cache for the session (and the workflows it runs), never the user's own."""
+    path = tmp_path_factory.mktemp("model-cache")
+    os.environ["JOULEBENCH_CACHE_DIR"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -163,6 +163,7 @@ def test_errors_name_what_is_wrong(tmp_path: Path) -> None:
 def test_local_rules_come_from_the_rule_files() -> None:
     assert fc.local_rules() == {
         "all",
+        "download_model",
         "describe_variant",
         "aggregate",
         "plot",

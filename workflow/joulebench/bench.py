@@ -35,6 +35,7 @@ from joulebench.memory import (
     is_out_of_memory,
 )
 from joulebench.meters import Meter, make_meter
+from joulebench.models import source_info
 from joulebench.precisions import Precision, weight_bytes
 from joulebench.trace import PowerTrace
 
@@ -446,5 +447,6 @@ def _record(
         "runs": runs or [],
         "started_at": started,
         "finished_at": provenance.now_utc(),
-        "provenance": provenance.collect([meter] if meter else []),
+        "provenance": provenance.collect([meter] if meter else [])
+        | {"model": source_info(Path(model_dir))},
     }

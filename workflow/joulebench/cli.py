@@ -134,7 +134,9 @@ def cmd_prepare_model(args: argparse.Namespace) -> None:
     from joulebench import models
 
     spec = json.loads(args.spec_json)
-    models.prepare(spec, Path(args.out), key=args.config_key)
+    models.prepare(
+        spec, Path(args.out), key=args.config_key, cache=models.cache_dir(args.cache_dir)
+    )
     log.info("model '%s' ready in %s", spec["name"], args.out)
 
 
@@ -161,8 +163,9 @@ def cmd_variant(args: argparse.Namespace) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     from joulebench.atomic import write_json
+    from joulebench.models import cache_dir
     from joulebench.precisions import get_precision, variant_manifest
-    from joulebench.quantize import write_checkpoint
+    from joulebench.quantize import cached_checkpoint
 
     precision = get_precision(args.precision, "--precision")
     if not precision.writes_checkpoint:
@@ -174,7 +177,9 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)
     quantization = _quantization_config(args.quantization_json)
-    written = write_checkpoint(Path(args.model_dir), precision, quantization, Path(args.out_dir))
+    written = cached_checkpoint(
+        Path(args.model_dir), precision, quantization, Path(args.out_dir), cache_dir(args.cache_dir)
+    )
     manifest = variant_manifest(
         Path(args.model_dir),
         precision,
@@ -409,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config-key", default="models[]", help="the entry's key in errors, e.g. models[0]"
     )
+    p.add_argument(
+        "--cache-dir",
+        help="the shared model cache (default: $JOULEBENCH_CACHE_DIR or ~/.cache/joulebench)",
+    )
     p.set_defaults(func=cmd_prepare_model)
 
     v = sub.add_parser("variant", help="describe a precision variant of a model (variant.json)")
@@ -432,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out-dir", required=True, help="the checkpoint directory to write")
     q.add_argument("--manifest", required=True, help="where to write variant.json")
     q.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    q.add_argument(
+        "--cache-dir",
+        help="the shared model cache (default: $JOULEBENCH_CACHE_DIR or ~/.cache/joulebench)",
+    )
     q.set_defaults(func=cmd_quantize)
 
     a = sub.add_parser("aggregate", help="records → tidy measurements + summary tables")

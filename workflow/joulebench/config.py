@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,6 +315,12 @@ def _check_model_source(model: dict[str, Any], key: str, base_dir: Path) -> None
                 raise ConfigError(f"{key}.{k}", f"only applies to source '{other}', not '{source}'")
     if source == "synthetic":
         architecture(model["architecture"], model.get("overrides"), key=f"{key}.architecture")
+    if source == "hub" and not re.fullmatch(r"[0-9a-f]{40}", model["revision"]):
+        raise ConfigError(
+            f"{key}.revision",
+            f"'{model['revision']}' is not a commit; pin the full 40-character commit hash "
+            "(a branch or tag moves, so the study would not be reproducible)",
+        )
     if source == "local":
         path = Path(model["path"])
         model["path"] = str(path if path.is_absolute() else (base_dir / path).resolve())

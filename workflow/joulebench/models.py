@@ -6,8 +6,11 @@ tokenizer.json), so every engine loads it the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -249,24 +252,258 @@ def synthesize(
     return out_dir
 
 
-def download(out_dir: Path, repo: str, revision: str) -> Path:
-    """Download ``repo`` at the pinned ``revision`` from the Hugging Face Hub."""
-    try:
-        from huggingface_hub import snapshot_download
+#: Where the cache lives when neither the config (``cache.dir``) nor this variable says.
+CACHE_ENV = "JOULEBENCH_CACHE_DIR"
 
-        tmp = out_dir.with_name(out_dir.name + ".partial")
-        snapshot_download(repo_id=repo, revision=revision, local_dir=tmp)
-    except Exception as err:  # the hub client raises many types; all mean the same to a user
-        raise ModelSourceError(
-            f"could not download '{repo}' at revision {revision} from the Hugging Face Hub: "
-            f"{type(err).__name__}: {err}. If this machine is offline, download the model "
-            "elsewhere and use `source: local` with its directory, or use `source: synthetic`."
-        ) from err
-    (tmp / "joulebench_source.json").write_text(
-        json.dumps({"source": "hub", "repo": repo, "revision": revision}, indent=2)
+#: Written into every prepared model directory: where the model came from (read into records).
+SOURCE_FILE = "joulebench_source.json"
+
+_CHUNK = 1 << 20
+
+
+def cache_dir(configured: str | None = None) -> Path:
+    """The model cache shared by every study on this machine or cluster.
+
+    ``cache.dir`` of the config, else ``$JOULEBENCH_CACHE_DIR``, else ``joulebench`` under the
+    user's cache (``$XDG_CACHE_HOME``, default ``~/.cache``). Hub downloads live in ``hub/``
+    (the Hugging Face cache layout), workflow-written checkpoints in ``checkpoints/``.
+    """
+    chosen = configured or os.environ.get(CACHE_ENV)
+    if chosen:
+        return Path(chosen).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return (Path(base) / "joulebench").resolve()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _git_blob_id(path: Path) -> str:
+    """The git object id of a file's content (what the hub lists for a non-LFS file)."""
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _snapshot_dir(cache: Path, repo: str, revision: str) -> Path:
+    """Where the Hugging Face cache layout keeps ``repo`` at commit ``revision``."""
+    return cache / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / revision
+
+
+def _verified_file(cache: Path, repo: str, revision: str) -> Path:
+    """The record of a snapshot whose every file was checked against the hub's hashes."""
+    return cache / "verified" / f"models--{repo.replace('/', '--')}" / f"{revision}.json"
+
+
+def _cached_snapshot(cache: Path, repo: str, revision: str) -> dict[str, Any] | None:
+    """The verified file list of ``repo`` at ``revision`` when the cache holds all of it."""
+    marker = _verified_file(cache, repo, revision)
+    if not marker.is_file():
+        return None
+    verified = json.loads(marker.read_text())
+    snapshot = _snapshot_dir(cache, repo, revision)
+    for name, info in verified["files"].items():
+        path = snapshot / name
+        if not path.is_file() or path.stat().st_size != info["size"]:
+            return None  # pruned or damaged by hand: fetch again
+    return verified
+
+
+def _hub_error(err: Exception, repo: str, revision: str, endpoint: str) -> str:
+    """One line saying what went wrong with the hub, and what to do; never the token."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
     )
-    _replace_dir(tmp, out_dir)
+
+    token_set = bool(os.environ.get("HF_TOKEN"))
+    if isinstance(err, GatedRepoError):
+        if token_set:
+            return (
+                f"'{repo}' is gated and the token in HF_TOKEN has no access to it; request access "
+                "on the repository's page with the account of that token"
+            )
+        return f"'{repo}' is gated; set HF_TOKEN to a token of an account granted access"
+    if isinstance(err, RevisionNotFoundError):
+        return f"'{repo}' has no commit {revision}; pin a commit of its history"
+    if isinstance(err, RepositoryNotFoundError):
+        hint = (
+            "check the name, and that the account of HF_TOKEN can read it"
+            if token_set
+            else "check the name, or set HF_TOKEN if it is private"
+        )
+        return f"'{repo}' does not exist on {endpoint} or is private; {hint}"
+    if isinstance(err, OfflineModeIsEnabled):
+        return _offline_message(repo, revision)
+    if isinstance(err, HfHubHTTPError) and err.response is not None:
+        return f"the hub answered HTTP {err.response.status_code}: {_first_line(err)}"
+    if isinstance(err, LocalEntryNotFoundError) or type(err).__name__ in (
+        "ConnectError",
+        "ConnectTimeout",
+    ):
+        return (
+            f"cannot reach {endpoint} ({_first_line(err.__cause__ or err)}); prepare models on a "
+            "machine with internet (the login node, see README), or use `source: local`"
+        )
+    if isinstance(err, OSError) or type(err).__name__ in ("RemoteProtocolError", "ReadTimeout"):
+        return (
+            "the download broke off and could not be resumed after the client's retries "
+            f"({_first_line(err)}); run again to resume"
+        )
+    return f"{type(err).__name__}: {_first_line(err)}"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _offline_message(repo: str, revision: str) -> str:
+    return (
+        f"HF_HUB_OFFLINE is set and the cache holds no verified copy of '{repo}' at {revision}; "
+        "prepare it where the hub is reachable (the login node, see README), or use "
+        "`source: local` with a downloaded directory"
+    )
+
+
+def _fetch(cache: Path, repo: str, revision: str, where: str) -> dict[str, Any]:
+    """Download ``repo`` at ``revision`` into the cache and check every file's hash.
+
+    Returns the verified file list (path → size, sha256, the hub's id). A file whose hash
+    differs from the hub's listing is removed from the cache and the download fails.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise ModelSourceError(f"{where}: {_offline_message(repo, revision)}")
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.hf_api import RepoFile
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    try:
+        api = HfApi(endpoint=endpoint)
+        listing = [
+            f
+            for f in api.list_repo_tree(repo, revision=revision, recursive=True)
+            if isinstance(f, RepoFile)
+        ]
+        log.info("downloading %s at %s (%d files) from %s", repo, revision, len(listing), endpoint)
+        snapshot = Path(
+            snapshot_download(repo, revision=revision, cache_dir=cache / "hub", endpoint=endpoint)
+        )
+    except Exception as err:  # the hub client raises many types; each gets one plain line
+        message = _hub_error(err, repo, revision, endpoint)
+        raise ModelSourceError(
+            f"{where}: could not download '{repo}' at {revision}: {message}"
+        ) from err
+    files: dict[str, dict[str, Any]] = {}
+    for entry in listing:
+        path = snapshot / entry.path
+        sha256 = file_sha256(path)
+        if entry.lfs is not None:
+            expected, got, kind = entry.lfs.sha256, sha256, "sha256"
+        else:
+            expected, got, kind = entry.blob_id, _git_blob_id(path), "git blob id"
+        if got != expected:
+            blob = path.resolve()
+            path.unlink(missing_ok=True)
+            blob.unlink(missing_ok=True)
+            raise ModelSourceError(
+                f"{where}: '{entry.path}' of '{repo}' at {revision} has {kind} {got}, the hub "
+                f"lists {expected}; the file was removed from the cache (run again to refetch it)"
+            )
+        files[entry.path] = {
+            "size": path.stat().st_size,
+            "sha256": sha256,
+            kind.replace(" ", "_"): expected,
+        }
+    verified = {"repo": repo, "revision": revision, "endpoint": endpoint, "files": files}
+    marker = _verified_file(cache, repo, revision)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f"{marker.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(verified, indent=2, sort_keys=True))
+    tmp.rename(marker)
+    return verified
+
+
+def download(
+    out_dir: Path,
+    repo: str,
+    revision: str,
+    cache: Path | None = None,
+    where: str = "models[]",
+) -> Path:
+    """``repo`` at commit ``revision`` from the Hugging Face Hub, through the shared cache.
+
+    The files are fetched once per cache (``cache_dir()``) and checked against the hub's
+    hashes; ``out_dir`` becomes a directory of links into the cache plus ``joulebench_source.json``
+    (repo, revision, each file's sha256 and size), which benchmark records carry as provenance.
+    ``where`` names the model entry in errors. Nothing partial is left on failure.
+    """
+    if not re.fullmatch(r"[0-9a-f]{40}", revision):
+        raise ModelSourceError(
+            f"{where}: revision '{revision}' is not a 40-character commit hash; pin a commit"
+        )
+    cache = cache or cache_dir()
+    verified = _cached_snapshot(cache, repo, revision)
+    if verified is not None:
+        log.info("%s at %s: in the cache %s, nothing to download", repo, revision, cache)
+    else:
+        verified = _fetch(cache, repo, revision, where)
+    snapshot = _snapshot_dir(cache, repo, revision)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    try:
+        _remove(tmp)
+        tmp.mkdir(parents=True)
+        for name in verified["files"]:
+            if name == SOURCE_FILE:
+                continue  # ours is written below; never write through a link into the cache
+            link = tmp / name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(snapshot / name)
+        (tmp / SOURCE_FILE).write_text(
+            json.dumps({"source": "hub", **verified, "cache": str(snapshot)}, indent=2)
+        )
+        _replace_dir(tmp, out_dir)
+    finally:
+        _remove(tmp)
     return out_dir
+
+
+def source_info(model_dir: Path) -> dict[str, Any]:
+    """Where a prepared model came from: its ``joulebench_source.json``, or its path."""
+    model_dir = Path(model_dir)
+    path = model_dir / SOURCE_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"source": "local", "path": str(model_dir.resolve())}
+
+
+def fingerprint(model_dir: Path) -> str:
+    """A content id of a prepared model: what a checkpoint made from it is cached under.
+
+    A hub model is its repo and commit (its files are verified against them); any other model
+    is the sha256 of its files' names and contents.
+    """
+    info = source_info(model_dir)
+    digest = hashlib.sha256()
+    if info.get("source") == "hub":
+        digest.update(f"hub\0{info['repo']}\0{info['revision']}".encode())
+        return digest.hexdigest()
+    root = Path(model_dir).resolve()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file_sha256(path).encode() + b"\0")
+    return digest.hexdigest()
 
 
 def check_local(path: Path, key: str = "models.path") -> None:
@@ -322,11 +559,14 @@ def check_declared_quantization(
     )
 
 
-def prepare(spec: dict[str, Any], out_dir: Path, key: str = "models[]") -> Path:
+def prepare(
+    spec: dict[str, Any], out_dir: Path, key: str = "models[]", cache: Path | None = None
+) -> Path:
     """Prepare one model (a ``models:`` entry of the config, ``key``) into ``out_dir``.
 
-    A hub or local checkpoint must ship the quantization its entry declares (and none if it
-    declares none); see :func:`check_declared_quantization`.
+    A hub model goes through the shared cache ``cache`` (default: :func:`cache_dir`). A hub or
+    local checkpoint must ship the quantization its entry declares (and none if it declares
+    none); see :func:`check_declared_quantization`.
     """
     source = spec["source"]
     if source == "synthetic":
@@ -338,7 +578,8 @@ def prepare(spec: dict[str, Any], out_dir: Path, key: str = "models[]") -> Path:
             spec.get("tokenizer_vocab_size"),
         )
     if source == "hub":
-        prepared = download(out_dir, spec["repo"], spec["revision"])
+        where = f"{key} ('{spec.get('name', spec['repo'])}')"
+        prepared = download(out_dir, spec["repo"], spec["revision"], cache, where)
     elif source == "local":
         prepared = link_local(out_dir, Path(spec["path"]))
     else:

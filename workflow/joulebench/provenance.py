@@ -281,6 +281,7 @@ def audit_rows(record: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("code", "uncommitted changes", git.get("dirty")),
         ("code", "benchmark code hash", prov.get("code_hash")),
     ]
+    rows += model_rows(prov.get("model"))
     rows += [("packages", name, ver) for name, ver in prov.get("packages", {}).items()]
     rows += [
         ("host", "hostname", host.get("hostname")),
@@ -327,6 +328,19 @@ def audit_rows(record: dict[str, Any]) -> list[tuple[str, str, str]]:
         else:
             rows.append(("config", key, value))
     return [(section, name, _fmt(value)) for section, name, value in rows]
+
+
+def model_rows(model: dict[str, Any] | None) -> list[tuple[str, str, Any]]:
+    """Where the model came from: source, repo and commit, and each file's sha256 and size."""
+    if not model:
+        return []
+    rows: list[tuple[str, str, Any]] = [("model", "source", model.get("source"))]
+    for field in ("repo", "revision", "endpoint", "architecture", "seed", "path"):
+        if field in model:
+            rows.append(("model", field, model[field]))
+    for name, info in sorted((model.get("files") or {}).items()):
+        rows.append(("model", name, f"sha256 {info['sha256']}  {info['size']} bytes"))
+    return rows
 
 
 def render(record: dict[str, Any]) -> str:

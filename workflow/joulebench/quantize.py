@@ -14,6 +14,7 @@ renamed into place: it is either complete or absent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -218,6 +219,67 @@ def write_checkpoint(
             out_dir.unlink()
         elif out_dir.exists():
             shutil.rmtree(out_dir)  # an older checkpoint: replaced only once this one is whole
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return QuantizedCheckpoint(out_dir, recipe, made_by)
+
+
+def checkpoint_key(model_dir: Path, precision: Precision, quantization: dict[str, Any]) -> str:
+    """What a checkpoint is cached under: the source model's content id, the variant, the
+    settings :func:`write_checkpoint` reads, the code that writes it and the libraries' versions.
+    """
+    from joulebench.models import fingerprint
+    from joulebench.provenance import package_versions, source_hash
+
+    material = {
+        "model": fingerprint(model_dir),
+        "precision": precision.name,
+        "group_size": int(quantization.get("group_size", 128)),
+        "ignore": list(quantization.get("ignore", ["lm_head"])),
+        "code": source_hash("quantize"),
+        "packages": package_versions(["compressed-tensors", "torch", "transformers"]),
+    }
+    canonical = json.dumps(material, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def cached_checkpoint(
+    model_dir: Path,
+    precision: Precision,
+    quantization: dict[str, Any],
+    out_dir: Path,
+    cache: Path,
+) -> QuantizedCheckpoint:
+    """:func:`write_checkpoint` through the shared cache: written once per cache under
+    ``checkpoints/<precision>/<key>`` (see :func:`checkpoint_key`), then ``out_dir`` becomes a
+    directory of links to it. A second study asking for the same checkpoint quantizes nothing.
+    """
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    key = checkpoint_key(model_dir, precision, quantization)
+    entry = Path(cache) / "checkpoints" / precision.name / key[:24]
+    if (entry / RECIPE_FILE).is_file():
+        log.info("%s: reusing the cached checkpoint %s", precision.name, entry)
+    else:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        write_checkpoint(model_dir, precision, quantization, entry)
+    stored = json.loads((entry / RECIPE_FILE).read_text())
+    made_by = stored.pop("made_by")
+    stored.pop("precision", None)
+    recipe = {**stored, "source": str(model_dir), "cache": str(entry), "cache_key": key}
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for path in sorted(entry.rglob("*")):
+            if path.is_file():
+                link = tmp / path.relative_to(entry)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(path)
+        if out_dir.is_symlink() or out_dir.is_file():
+            out_dir.unlink()
+        elif out_dir.exists():
+            shutil.rmtree(out_dir)
         tmp.rename(out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,7 @@ from snakemake.logging import logger
 
 from joulebench import config as jb_config
 from joulebench.errors import ConfigError
-from joulebench.models import architecture, parameter_count
+from joulebench.models import architecture, cache_dir, parameter_count
 from joulebench.plots import FIGURES, SERVING_FIGURES
 from joulebench.precisions import PRECISIONS
 from joulebench.provenance import source_hash
@@ -44,6 +44,21 @@ CODE = {
         "plot-serving",
     )
 }
+
+#: The model cache shared by studies (hub downloads, ct-* checkpoints). Passed to the jobs that
+#: fill it, not as a param: moving the cache reruns nothing.
+CACHE_DIR = str(cache_dir(CONFIG["cache"].get("dir")))
+
+
+def model_names(source, matching=True):
+    """A wildcard pattern of the models whose source is (or, matching=False, is not) ``source``."""
+    names = [
+        re.escape(m["name"])
+        for m in CONFIG["models"]
+        if (m["source"] == source) == matching
+    ]
+    return "|".join(names) or "(?!)"
+
 
 #: GPUs per serving job: one on a `device: cuda` study, none otherwise (`auto` asks for none,
 #: so a cluster never spends GPU hours on a maybe). Profiles pick the scheduler's spelling
@@ -213,10 +228,14 @@ def joulebench(command, log, *positional, **options):
     """Run `joulebench COMMAND` as an argument list (no shell), its output into ``log``.
 
     Options are written as flags (``model_dir=x`` → ``--model-dir x``; ``quiet=True`` →
-    ``--quiet``; ``quiet=False`` → nothing). Rules thus call the very command a user runs by hand, and no config string
-    ever reaches a shell.
+    ``--quiet``; ``quiet=False`` → nothing). Rules thus call the very command a user runs by
+    hand, and no config string ever reaches a shell. Every step but `prepare-model` runs with
+    HF_HUB_OFFLINE=1: benchmark jobs read the prepared directories and never touch the network.
     """
     args = [command, *map(str, positional)]
+    env = dict(os.environ)
+    if command != "prepare-model":  # only model preparation may reach the hub
+        env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     for name, value in options.items():
         if value is False:
             continue
@@ -229,6 +248,7 @@ def joulebench(command, log, *positional, **options):
             [sys.executable, "-m", "joulebench", *args],
             stdout=handle,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     if result.returncode != 0:
         with open(log) as handle:

@@ -1,6 +1,7 @@
 # Stage 2: one manifest per (model, precision) saying how to load the variant and what it weighs.
 # On-load variants (casts, bitsandbytes, fp8, prequantized) are described; the ct-* variants are
-# compressed-tensors checkpoints, written here once for every benchmark of the variant to reuse.
+# compressed-tensors checkpoints, written once into the shared cache (for every benchmark and
+# every study that asks for the same model, variant and settings) and linked here.
 
 
 localrules:
@@ -59,4 +60,5 @@ rule quantize_variant:
             threads=threads,
             out_dir=output.checkpoint,
             manifest=output.manifest,
+            cache_dir=CACHE_DIR,
         )
