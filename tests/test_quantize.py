@@ -209,6 +209,21 @@ def test_write_is_atomic(quant_model: Path, tmp_path: Path, monkeypatch) -> None
     assert list(tmp_path.iterdir()) == []  # neither the checkpoint nor a partial one
 
 
+def test_a_cache_entry_another_process_finished_first_is_kept(
+    quant_model: Path, tmp_path: Path
+) -> None:
+    """Two studies quantizing the same checkpoint into one cache: the second discards its own."""
+    w8a8 = precisions.get_precision("ct-w8a8")
+    entry = tmp_path / "cache" / "ct-w8a8" / "key"
+    quantize.write_checkpoint(quant_model, w8a8, DEFAULTS, entry, replace=False)
+    first = {p.name: p.stat().st_ino for p in entry.iterdir()}
+    quantize.write_checkpoint(quant_model, w8a8, DEFAULTS, entry, replace=False)
+    assert {p.name: p.stat().st_ino for p in entry.iterdir()} == first
+    assert [p.name for p in entry.parent.iterdir()] == ["key"]  # no partial directory left
+    quantize.write_checkpoint(quant_model, w8a8, DEFAULTS, entry)  # replace: a new one
+    assert {p.name: p.stat().st_ino for p in entry.iterdir()} != first
+
+
 def test_group_size_and_ignore(quant_model: Path, tmp_path: Path) -> None:
     w4 = precisions.get_precision("ct-w4a16")
     with pytest.raises(ConfigError, match=r"quantization\.group_size.*96 does not divide the 128"):

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,10 +153,15 @@ def write_checkpoint(
     precision: Precision,
     quantization: dict[str, Any],
     out_dir: Path,
+    *,
+    replace: bool = True,
 ) -> QuantizedCheckpoint:
     """Quantize ``model_dir`` into a compressed-tensors checkpoint at ``out_dir`` (atomically).
 
     ``quantization`` is the config's ``quantization:`` section (``group_size``, ``ignore``).
+    The checkpoint is written into a directory of its own beside ``out_dir`` and renamed onto
+    it once whole. ``replace`` False (a shared cache entry): when another process finished the
+    same checkpoint first, that one is kept and this one discarded.
     """
     import torch
     from compressed_tensors.compressors import ModelCompressor
@@ -206,8 +212,8 @@ def write_checkpoint(
     }
     made_by = package_versions(["compressed-tensors", "torch", "transformers", "safetensors"])
 
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         compressor.update_config(str(tmp))
@@ -215,6 +221,14 @@ def write_checkpoint(
         (tmp / RECIPE_FILE).write_text(
             json.dumps({"precision": precision.name, **recipe, "made_by": made_by}, indent=2)
         )
+        if not replace:
+            try:
+                tmp.rename(out_dir)  # fails on a directory another process has filled
+            except OSError:
+                if not (out_dir / RECIPE_FILE).is_file():
+                    raise
+                log.info("%s: another process wrote %s first; keeping it", precision.name, out_dir)
+            return QuantizedCheckpoint(out_dir, recipe, made_by)
         if out_dir.is_symlink() or out_dir.is_file():
             out_dir.unlink()
         elif out_dir.exists():
@@ -261,8 +275,7 @@ def cached_checkpoint(
     if (entry / RECIPE_FILE).is_file():
         log.info("%s: reusing the cached checkpoint %s", precision.name, entry)
     else:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        write_checkpoint(model_dir, precision, quantization, entry)
+        write_checkpoint(model_dir, precision, quantization, entry, replace=False)
     stored = json.loads((entry / RECIPE_FILE).read_text())
     made_by = stored.pop("made_by")
     stored.pop("precision", None)
