@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from joulebench import bench
 from joulebench.config import BenchSpec
-from joulebench.meters import Measurement
-from joulebench.trace import PowerTrace, frame
+from joulebench.energy import Measurement
+from joulebench.energy.trace import PowerTrace, frame
 
 
 class ClockMeter:

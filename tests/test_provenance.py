@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, FakeNvml, make_record
+from conftest import REPO, make_record
+from fakehw import FakeNvml
 from joulebench import provenance
 
 

@@ -88,7 +88,7 @@ def _meter_arg(value: str | None) -> str | list[str] | None:
     """``--meter nvml,rapl`` → a list; one name stays a name."""
     if value is None:
         return None
-    from joulebench.meters import meter_names
+    from joulebench.energy import meter_names
 
     names = meter_names([v.strip() for v in value.split(",") if v.strip()], key="--meter")
     return names[0] if len(names) == 1 else names
