@@ -398,7 +398,7 @@ def check_meter(spec: SessionSpec, key: str = "measurement.meter") -> list[str]:
 
 def external_meter_reason(server: str, asked: Any, names: list[str]) -> str:
     """Why the estimate cannot measure an ``external`` server (one line, for config errors)."""
-    how = f"'{asked}' resolves to {names} here" if asked == "auto" else f"{asked} includes"
+    how = f"'auto' resolves to {names} here, which is" if asked == "auto" else f"{asked} asks for"
     return (
         f"server '{server}' is external (it may run on another host), but {how} the CPU "
         "estimate, which models this host's CPU time of a process it can see; measure it with "
