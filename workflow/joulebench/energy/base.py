@@ -87,11 +87,11 @@ class Windows:
 
 
 def idle_baseline(
-    meter: Meter, seconds: float, key: str = "idle", sleep: Callable[[float], None] = time.sleep
+    meter: Meter, seconds: float, key: str = "idle", sleep: Callable[[float], None] | None = None
 ) -> Measurement | None:
     """Energy of ``seconds`` of doing nothing on ``meter`` (None when ``seconds`` is 0)."""
     if seconds <= 0:
         return None
     meter.begin_window(key)
-    sleep(seconds)
+    (sleep or time.sleep)(seconds)
     return meter.end_window(key)
