@@ -45,6 +45,9 @@ class ClockMeter:
             self.now - t0, {"dev": self.joules - j0}, self.source, {"dev": "fake"}, t0, self.now
         )
 
+    def cancel_window(self, key: str) -> None:
+        del self.open[key]
+
     def trace(self) -> PowerTrace:
         return PowerTrace(frame(self.rows))
 
