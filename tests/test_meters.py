@@ -182,8 +182,8 @@ def test_nvml_trace_agrees_with_the_counter() -> None:
         nvml.set_power(0, 400.0)  # a step inside the window
         time.sleep(0.2)
         m = meter.end_window("w")
-        trace = meter.trace()
-        info = meter.describe()
+    trace = meter.trace()  # after close: the sampler has stopped, so trace and counts agree
+    info = meter.describe()
     assert m.sources == {"cuda:0": "nvml", "cuda:1": "nvml"}
     expected0 = 250.0 * (step - m.start_s) + 400.0 * (m.end_s - step)
     assert m.energy_j["cuda:0"] == pytest.approx(expected0, rel=0.01)
@@ -199,7 +199,7 @@ def test_nvml_trace_agrees_with_the_counter() -> None:
     assert s.filter(device="cuda:0")["power_w"].max() == 400.0
     assert s["sm_clock_mhz"].max() == 1980 and s["temperature_c"].max() == 41
     assert s["memory_used_mib"].max() == 2048
-    # one row per device per sample: the ticks, the first sample, the window edges, trace()
+    # one row per device per sample: the ticks, the first sample, the window edges, the last
     per_device = s.filter(device="cuda:0").height
     assert per_device == s.filter(device="cuda:1").height == info["samples"] + 4
     assert info["power_fields"] == {"cuda:0": jnvml.POWER_INSTANT, "cuda:1": jnvml.POWER_INSTANT}
@@ -229,15 +229,17 @@ def test_instant_power_not_supported_mid_run_falls_back_and_says_so() -> None:
 def test_every_power_reading_failing_leaves_gaps_not_numbers() -> None:
     nvml = live_nvml(200.0)
     with NvmlMeter(nvml, sample_hz=50) as meter:
-        off = time.perf_counter()
         nvml.instant_supported = nvml.usage_supported = False
+        off = time.perf_counter()  # every sample stamped after this read a failing NVML
         time.sleep(0.1)
-        trace = meter.trace()  # takes one more sample, so at least one falls after the switch
-        info = meter.describe()
-    after = trace.samples.filter(pl.col("t_s") > off)
+    trace = meter.trace()  # after close: the last sample (at stop) fell after the switch
+    info = meter.describe()
+    s = trace.samples
+    after = s.filter(pl.col("t_s") > off)
     assert after.height >= 1 and after["power_w"].null_count() == after.height
-    assert trace.samples.filter(pl.col("t_s") < off)["power_w"].null_count() == 0
-    assert info["devices"]["cuda:0"]["power_read_errors"] == after.height
+    assert s["power_w"][0] == 200.0  # the first sample, before the switch, has its number
+    # every failed reading is one gap in the trace and one counted error, no more, no less
+    assert info["devices"]["cuda:0"]["power_read_errors"] == s["power_w"].null_count()
 
 
 def test_counter_failing_mid_run_integrates_the_trace_labelled() -> None:
