@@ -232,3 +232,29 @@ def test_sigterm_stops_the_server_and_keeps_nothing_partial(
         psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
     )
     assert not list(out.glob("*.json")) and not list(out.glob("*.parquet"))
+
+
+def test_experiment_ids_with_dots_keep_their_files_apart(tiny_model: Path, tmp_path: Path) -> None:
+    cfg = study(
+        tiny_model, requests=4, rates=[40.5], arrivals=[{"name": "poisson", "process": "poisson"}]
+    )
+    (spec,) = session_specs(cfg)
+    (written,) = run_session(spec, str(tiny_model), tmp_path)
+    assert written.name == "poisson_r40.5.json"
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("poisson"))
+    assert names == ["poisson_r40.5.json", "poisson_r40.5.parquet", "poisson_r40.5.trace.parquet"]
+
+
+def test_the_job_refuses_the_estimate_for_an_external_server(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A spec that skipped config validation (passed by hand) is refused before any request."""
+    (spec,) = session_specs(study(tiny_model))
+    data = spec.to_dict()
+    data["server"] = {**data["server"], "kind": "external", "url": "http://127.0.0.1:1"}
+    data["measurement"]["meter"] = "estimate"
+    from joulebench.serving import SessionSpec
+
+    with pytest.raises(ConfigError, match=r"'measurement\.meter'.*is external"):
+        run_session(SessionSpec.from_dict(data), str(tiny_model), tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written

@@ -357,11 +357,11 @@ def run_session(
                     "session_started_at": started,
                     "provenance": provenance.collect([meter.describe()]),
                 }
-                stem = out_dir / exp.id
-                write_with(stem.with_suffix(".parquet"), table.write_parquet)
-                trace.save(stem.with_suffix(".trace.parquet"))
-                write_json(stem.with_suffix(".json"), record)
-                written.append(stem.with_suffix(".json"))
+                # ids may hold dots (`poisson_r0.5`): append suffixes, never replace one
+                write_with(out_dir / f"{exp.id}.parquet", table.write_parquet)
+                trace.save(out_dir / record["trace"]["file"])
+                write_json(out_dir / f"{exp.id}.json", record)
+                written.append(out_dir / f"{exp.id}.json")
                 _log_line(exp, record)
         finally:
             meter.close()
