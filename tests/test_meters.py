@@ -432,3 +432,14 @@ def test_a_failing_meter_closes_the_ones_already_built(monkeypatch: pytest.Monke
     with pytest.raises(MeterError, match="needs an NVIDIA GPU"):
         make_meter(["estimate", "nvml"], "cpu")
     assert len(closed) == 1
+
+
+def test_auto_meter_on_an_auto_device(
+    monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml, tmp_path
+) -> None:
+    # a serving session on `device: auto`: NVML where a GPU is visible, else the CPU's meter
+    monkeypatch.setattr(jnvml, "load_pynvml", lambda: fake_nvml)
+    assert meters.resolve("auto", "auto", str(tmp_path)) == ["nvml"]
+    monkeypatch.setattr(jnvml, "load_pynvml", lambda: None)
+    assert meters.resolve("auto", "auto", str(tmp_path)) == ["estimate"]  # no RAPL there
+    assert meters.resolve(["nvml", "rapl"], "cpu") == ["nvml", "rapl"]  # lists are as given

@@ -306,8 +306,8 @@ def _check_external_meter(config: dict[str, Any], server: str, key: str) -> None
     from joulebench.serving import external_meter_reason
 
     m = config["measurement"]
-    if m["meter"] == "auto" and config["device"] == "cuda":
-        return  # NVML on the job's GPU; the job checks again where it runs
+    if m["meter"] == "auto" and config["device"] in ("cuda", "auto"):
+        return  # NVML on the job's GPU, if it has one: the job checks again where it runs
     names = resolve(m["meter"], config["device"], m["powercap_root"])
     if not set(names) <= set(HARDWARE_METERS):
         reason = external_meter_reason(server, m["meter"], names)

@@ -111,13 +111,17 @@ def meter_names(value: str | Sequence[str], key: str = "measurement.meter") -> l
 
 
 def resolve(name: str | Sequence[str], device: str, powercap_root: str | None = None) -> list[str]:
-    """The meter names a job measures with: ``auto`` resolved on this host, lists checked."""
+    """The meter names a job measures with: ``auto`` resolved on this host, lists checked.
+
+    ``auto`` is NVML on a ``cuda`` (or ``auto``) device where NVML sees a GPU; the estimate on
+    a ``cuda`` device without it; otherwise RAPL where readable, else the estimate.
+    """
     names = meter_names(name)
     if names != ["auto"]:
         return names
+    if device in ("cuda", "auto") and nvml.load_pynvml() is not None:
+        return ["nvml"]
     if device == "cuda":
-        if nvml.load_pynvml() is not None:
-            return ["nvml"]
         log.warning("no NVML on this CUDA job; falling back to the CPU estimate")
         return ["estimate"]
     return ["rapl"] if rapl.readable(powercap_root or rapl.DEFAULT_ROOT) else ["estimate"]
