@@ -1,15 +1,14 @@
-"""Shared fixtures: a tiny locally made model, a fake NVML module, hand-made records."""
+"""Shared fixtures: a tiny locally made model, a fake NVML module (fakehw), hand-made records."""
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fakehw import FakeNvml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,122 +66,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     return synthesize(out, "tiny-llama", TINY_OVERRIDES, seed=0, tokenizer_vocab_size=512)
-
-
-class FakeNVMLError(Exception):
-    def __init__(self, value: object = "error") -> None:
-        super().__init__(value)
-        self.value = value
-
-
-class FakeNvml:
-    """A stand-in for the pynvml module: devices with energy counters and power the test controls.
-
-    With ``live=True`` each device's counter advances by its ``power_w`` over real time
-    (``time.perf_counter``), so a counter and a sampled power trace can be compared.
-    ``instant_supported`` / ``usage_supported`` / ``counter`` can be switched off mid-run to
-    act out NVML_ERROR_NOT_SUPPORTED.
-    """
-
-    NVMLError = FakeNVMLError
-    NVML_SUCCESS = 0
-    NVML_ERROR_NOT_SUPPORTED = 3
-    NVML_FI_DEV_POWER_INSTANT = 186
-    NVML_CLOCK_SM = 1
-    NVML_TEMPERATURE_GPU = 0
-
-    def __init__(
-        self,
-        uuids: list[str],
-        energy_mj: list[int] | None = None,
-        counter: bool = True,
-        power_w: list[float] | None = None,
-        live: bool = False,
-    ) -> None:
-        self.uuids = uuids
-        self.energy_mj = list(energy_mj or [0] * len(uuids))
-        self.counter = counter
-        self.power_w = list(power_w or [100.0] * len(uuids))
-        self.live = live
-        self.instant_supported = True
-        self.usage_supported = True
-        self.reads = 0
-        self.field_reads = 0
-        self.shutdown = False
-        self._acc = [float(e) for e in self.energy_mj]
-        self._t = time.perf_counter()
-
-    def _advance(self) -> None:
-        if not self.live:
-            return
-        now = time.perf_counter()
-        for i, p in enumerate(self.power_w):
-            self._acc[i] += p * (now - self._t) * 1000.0
-            self.energy_mj[i] = int(self._acc[i])
-        self._t = now
-
-    def set_power(self, device: int, watts: float) -> None:
-        self._advance()
-        self.power_w[device] = watts
-
-    def nvmlInit(self) -> None: ...
-    def nvmlShutdown(self) -> None:
-        self.shutdown = True
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.uuids)
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> Any:
-        return SimpleNamespace(index=i)
-
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> Any:
-        return SimpleNamespace(index=self.uuids.index(uuid))
-
-    def nvmlDeviceGetUUID(self, handle: Any) -> str:
-        return self.uuids[handle.index]
-
-    def nvmlDeviceGetName(self, handle: Any) -> str:
-        return "Fake H100"
-
-    def nvmlDeviceGetPowerManagementLimit(self, handle: Any) -> int:
-        return 700_000
-
-    def nvmlSystemGetDriverVersion(self) -> str:
-        return "999.1"
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
-        if not self.counter:
-            raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
-        self._advance()
-        self.reads += 1
-        return self.energy_mj[handle.index]
-
-    def nvmlDeviceGetFieldValues(self, handle: Any, field_ids: list[int]) -> list[Any]:
-        self.field_reads += 1
-        assert field_ids == [self.NVML_FI_DEV_POWER_INSTANT]
-        ok = self.instant_supported
-        return [
-            SimpleNamespace(
-                fieldId=field_ids[0],
-                nvmlReturn=self.NVML_SUCCESS if ok else self.NVML_ERROR_NOT_SUPPORTED,
-                valueType=1,  # unsigned int, mW
-                value=SimpleNamespace(uiVal=int(self.power_w[handle.index] * 1000) if ok else 0),
-            )
-        ]
-
-    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
-        if not self.usage_supported:
-            raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
-        return int(self.power_w[handle.index] * 1000)
-
-    def nvmlDeviceGetClockInfo(self, handle: Any, clock: int) -> int:
-        return 1980
-
-    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:
-        return SimpleNamespace(used=2 * 2**30, total=80 * 2**30)
-
-    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
-        return 41
 
 
 @pytest.fixture

@@ -1,17 +1,30 @@
-"""Per-request energy: attribution, steady state and the power trace, with known answers."""
+"""Per-request energy over the one power trace: attribution, its checks, steady state.
+
+Every expectation is worked out by hand from the power the test puts in, never from the
+functions under test; the closure and conservation checks are shown to fail when the meter and
+the trace disagree.
+"""
 
 from __future__ import annotations
 
-import time
+import math
 
 import numpy as np
 import pytest
-from joulebench.attribution import PowerTrace, attribute, decode_occupancy, steady_state
-from joulebench.powertrace import TraceSampler
+from joulebench.energy.attribution import attribute, checks, decode_occupancy, steady_state
+from joulebench.energy.trace import PowerTrace, frame
+
+
+def trace_of(t: list[float], watts: list[float], kind: str = "interval", device: str = "gpu"):
+    rows = [
+        {"t_s": float(ti), "device": device, "power_w": float(p), "interpolation": kind}
+        for ti, p in zip(t, watts, strict=True)
+    ]
+    return PowerTrace(frame(rows))
 
 
 def flat(watts: float, until: float) -> PowerTrace:
-    return PowerTrace(np.array([0.0, until]), np.array([0.0, watts * until]), "test")
+    return trace_of([0.0, until], [watts, watts], "instant")
 
 
 def test_constant_power_two_overlapping_requests() -> None:
@@ -20,27 +33,62 @@ def test_constant_power_two_overlapping_requests() -> None:
     assert parts.per_request_j.tolist() == pytest.approx([400 + 100, 100 + 200])
     assert parts.idle_j == pytest.approx(200)
     assert parts.idle_s == pytest.approx(2)
-    assert parts.total_j == pytest.approx(1000)
-    assert parts.closure_j == pytest.approx(0, abs=1e-9)
+    c = checks(flat(100, 10), parts, (0.0, 10.0), metered_j=1000.0)
+    assert c.closure_pct == pytest.approx(0, abs=1e-9)
+    assert c.conservation_pct == pytest.approx(0, abs=1e-9)
 
 
 def test_power_steps_follow_the_trace() -> None:
-    # 50 W on 0–2, 150 W on 2–4; one request 1–3 gets 50 + 150
-    trace = PowerTrace.from_power(np.array([0.0, 2.0, 4.0]), np.array([0.0, 50.0, 150.0]), "t")
+    # interval samples: 50 W over (0, 2], 150 W over (2, 4]; one request 1–3 gets 50 + 150
+    trace = trace_of([0.0, 2.0, 4.0], [0.0, 50.0, 150.0])
     parts = attribute(trace, np.array([1.0]), np.array([3.0]), (0.0, 4.0))
     assert parts.per_request_j[0] == pytest.approx(200)
     assert parts.idle_j == pytest.approx(50 + 150)
 
 
-def test_random_requests_always_close() -> None:
+def test_two_devices_are_summed() -> None:
+    cpu = trace_of([0.0, 10.0], [30.0, 30.0], "instant", "cpu")
+    both = PowerTrace.concat([flat(100, 10), cpu])
+    parts = attribute(both, np.array([0.0]), np.array([5.0]), (0.0, 10.0))
+    assert parts.per_request_j[0] == pytest.approx(650)
+    assert parts.idle_j == pytest.approx(650)
+    only_gpu = attribute(both, np.array([0.0]), np.array([5.0]), (0.0, 10.0), ["gpu"])
+    assert only_gpu.per_request_j[0] == pytest.approx(500)
+
+
+def test_random_requests_split_a_known_energy() -> None:
     rng = np.random.default_rng(0)
     t = np.cumsum(rng.uniform(0.01, 0.1, 200))
-    trace = PowerTrace.from_power(t, rng.uniform(10, 300, 200), "t")
+    watts = rng.uniform(10, 300, 200)
+    known = float((np.diff(t) * watts[1:]).sum())  # interval means × their intervals
+    trace = trace_of(t.tolist(), watts.tolist())
     starts = rng.uniform(t[0], t[-1], 80)
     ends = starts + rng.uniform(0, 2, 80)
-    parts = attribute(trace, starts, ends, (t[0], t[-1]))
+    window = (float(t[0]), float(t[-1]))
+    parts = attribute(trace, starts, ends, window)
     assert parts.per_request_j.min() >= 0
-    assert parts.per_request_j.sum() + parts.idle_j == pytest.approx(parts.total_j, rel=1e-12)
+    c = checks(trace, parts, window, metered_j=known)
+    assert abs(c.closure_pct) < 1e-9 and abs(c.conservation_pct) < 1e-9
+    assert c.within(0.01)
+
+
+def test_checks_fail_when_meter_and_trace_disagree() -> None:
+    # a meter that read 10% more than the trace holds: both checks say −9.09%, and fail
+    trace = flat(100, 10)
+    parts = attribute(trace, np.array([1.0]), np.array([3.0]), (0.0, 10.0))
+    c = checks(trace, parts, (0.0, 10.0), metered_j=1100.0)
+    assert c.conservation_pct == pytest.approx(100 * (1000 - 1100) / 1100)
+    assert c.closure_pct == pytest.approx(100 * (1000 - 1100) / 1100)
+    assert c.scale == pytest.approx(1.1)
+    assert not c.within(2.0) and c.within(10.0)
+
+
+def test_a_window_the_trace_does_not_cover_is_nan_and_fails() -> None:
+    trace = trace_of([1.0, 2.0], [10.0, 10.0], "instant")
+    parts = attribute(trace, np.array([0.5]), np.array([1.5]), (0.0, 2.0))
+    c = checks(trace, parts, (0.0, 2.0), metered_j=20.0)
+    assert math.isnan(c.trace_j) and math.isnan(c.closure_pct)
+    assert not c.within(100.0)
 
 
 def test_window_clips_requests() -> None:
@@ -57,49 +105,7 @@ def test_steady_state_window_is_full_to_drain() -> None:
     s = steady_state(flat(10, 10), first, ends, tokens, batch=2)
     assert (s.start_s, s.end_s) == (2.0, 6.0)
     assert s.energy_j == pytest.approx(40)
-    assert s.output_tokens == sum(int(((t > 2) & (t <= 6)).sum()) for t in tokens)
+    # tokens in (2, 6]: request 1 (first 1) 2.5…5 = 6, request 2 2.5…6 = 8, 3: 3…6 = 7, 4: 4…6 = 5
+    assert s.output_tokens == 6 + 8 + 7 + 5
     assert np.isnan(steady_state(flat(10, 10), first, ends, tokens, batch=4).j_per_token)
     assert decode_occupancy(first, ends, (0.0, 10.0)) == pytest.approx(1.6)
-
-
-def test_sampler_trace_integrates_the_reading() -> None:
-    start = time.perf_counter()
-    sampler = TraceSampler(lambda: 40.0 * (time.perf_counter() - start), 0.01, "test").start()
-    time.sleep(0.2)
-    trace = sampler.stop(origin=start)
-    assert trace.t.size >= 10
-    assert np.median(trace.watts) == pytest.approx(40.0, rel=0.05)
-    assert trace.energy_between(trace.t[0], trace.t[-1]) == pytest.approx(
-        40 * (trace.t[-1] - trace.t[0]), rel=0.05
-    )
-
-
-def test_server_meter_follows_the_server_process_tree() -> None:
-    import subprocess
-    import sys
-
-    from joulebench.powertrace import ServerEstimateMeter
-
-    busy = (
-        "import subprocess, sys, time\n"
-        "c = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
-        "time.sleep(60)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", busy], start_new_session=True)
-    try:
-        time.sleep(0.5)  # the busy grandchild is running
-        meter = ServerEstimateMeter(proc.pid, idle_w=0.0, tdp_w=20.0)
-        meter.begin_window("w")
-        time.sleep(0.5)
-        m = meter.end_window("w")
-        # at most one busy core of meter.cores for 0.5 s (less on a crowded machine); a meter of
-        # our own process, idle meanwhile, would read ~0
-        full = 20.0 * m.time_s / meter.cores
-        assert m.source == "estimate"
-        assert 0.15 * full < m.total_j <= 1.1 * full
-    finally:
-        import os
-        import signal
-
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from joulebench import bench
 from joulebench.config import BenchSpec
-from joulebench.meters import Measurement
-from joulebench.trace import PowerTrace, frame
+from joulebench.energy import Measurement
+from joulebench.energy.trace import PowerTrace, frame
 
 
 class ClockMeter:
@@ -44,6 +44,9 @@ class ClockMeter:
         return Measurement(
             self.now - t0, {"dev": self.joules - j0}, self.source, {"dev": "fake"}, t0, self.now
         )
+
+    def cancel_window(self, key: str) -> None:
+        del self.open[key]
 
     def trace(self) -> PowerTrace:
         return PowerTrace(frame(self.rows))

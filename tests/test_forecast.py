@@ -171,4 +171,5 @@ def test_local_rules_come_from_the_rule_files() -> None:
         "findings",
         "aggregate_serving",
         "plot_serving",
+        "plot_serving_power",
     }

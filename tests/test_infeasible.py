@@ -12,6 +12,7 @@ from conftest import bench_fp32_cpu, make_record
 from joulebench import analysis, bench, plots
 from joulebench.cli import main
 from joulebench.config import BenchSpec
+from joulebench.energy import Measurement
 from joulebench.memory import (
     InfeasibleError,
     MemoryNeed,
@@ -19,7 +20,6 @@ from joulebench.memory import (
     estimate_need,
     is_out_of_memory,
 )
-from joulebench.meters import Measurement
 from joulebench.models import architecture
 from joulebench.precisions import get_precision
 

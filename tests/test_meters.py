@@ -1,14 +1,24 @@
-"""Meters: the CPU estimate's formula, NVML through a fake module, window bookkeeping."""
+"""Meters: the CPU estimate's formula, NVML through a fake module, window bookkeeping.
+
+Timing: no assertion depends on how fast this machine runs. Clocks and CPU time are injected
+where a test checks a formula; where real threads run, bounds come from what was measured
+(the sampler's own tick count and elapsed time, the gap between the samples around a step).
+"""
 
 from __future__ import annotations
 
 import time
 
+import numpy as np
+import polars as pl
 import pytest
-from conftest import FakeNvml
-from joulebench import meters
+from fakehw import FakeNvml
+from joulebench.energy import Measurement, make_meter, meters
+from joulebench.energy import nvml as jnvml
+from joulebench.energy.estimate import CpuEstimateMeter, ProcessTree, ThisProcess
+from joulebench.energy.nvml import NvmlMeter
+from joulebench.energy.sampler import Sampler
 from joulebench.errors import MeterError
-from joulebench.meters import CpuEstimateMeter, Measurement, NvmlMeter, make_meter
 
 
 def test_measurement_totals() -> None:
@@ -17,12 +27,23 @@ def test_measurement_totals() -> None:
     assert m.avg_power_w == 75.0
 
 
-def test_estimate_formula(monkeypatch: pytest.MonkeyPatch) -> None:
-    meter = CpuEstimateMeter(idle_w=10.0, tdp_w=50.0, cores=4)
-    cpu = iter([100.0, 103.0])  # 3 CPU-seconds used in the window
+class FakeCpu:
+    """CPU seconds the test sets (a CpuTime source)."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = iter(values)
+
+    def cpu_seconds(self) -> float:
+        return next(self.values)
+
+    def describe(self) -> str:
+        return "fake"
+
+
+def test_estimate_formula() -> None:
+    cpu = FakeCpu(100.0, 103.0)  # 3 CPU-seconds used in the window
     clock = iter([1000.0, 1002.0])  # 2 s of wall time
-    monkeypatch.setattr(meter, "_cpu_seconds", lambda: next(cpu))
-    monkeypatch.setattr(meters.time, "perf_counter", lambda: next(clock))
+    meter = CpuEstimateMeter(idle_w=10.0, tdp_w=50.0, cores=4, cpu=cpu, clock=lambda: next(clock))
     meter.begin_window("w")
     m = meter.end_window("w")
     assert m.source == "estimate"
@@ -31,14 +52,17 @@ def test_estimate_formula(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_estimate_counts_real_cpu_work() -> None:
+    # idle_w = 0: every joule comes from CPU time, so the window must hold what we burnt
     meter = CpuEstimateMeter(idle_w=0.0, tdp_w=20.0, cores=1)
+    assert isinstance(meter.cpu, ThisProcess)
     meter.begin_window("busy")
     start = time.process_time()
     while time.process_time() - start < 0.3:  # well above the 10 ms tick of CPU time
         pass
+    burnt = time.process_time() - start
     busy = meter.end_window("busy")
-    assert busy.total_j > 0
-    assert busy.avg_power_w <= 20.0 + 1e-6
+    # 20 W per busy core; CPU time moves in 10 ms ticks (one at each edge), capped at one core
+    assert busy.total_j == pytest.approx(min(20.0 * burnt, 20.0 * busy.time_s), abs=20.0 * 0.02)
 
 
 @pytest.mark.parametrize(("idle", "tdp"), [(50.0, 10.0), (-1.0, 10.0), (0.0, 0.0)])
@@ -49,6 +73,10 @@ def test_estimate_rejects_impossible_parameters(idle: float, tdp: float) -> None
 
 def test_window_keys_are_checked() -> None:
     meter = CpuEstimateMeter()
+    meter.begin_window("a")
+    meter.cancel_window("a")  # closed without a reading, and the key free again
+    with pytest.raises(MeterError, match="'a' was never opened"):
+        meter.cancel_window("a")
     meter.begin_window("a")
     with pytest.raises(MeterError, match="'a' is already open"):
         meter.begin_window("a")
@@ -89,7 +117,7 @@ def test_cuda_visible_devices_maps_to_uuids(
     fake_nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch, visible: str, expected: list[str]
 ) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
-    assert meters.visible_gpu_uuids(fake_nvml) == expected
+    assert jnvml.visible_gpu_uuids(fake_nvml) == expected
     meter = NvmlMeter(fake_nvml)
     meter.begin_window("w")
     fake_nvml.energy_mj[1] += 1000
@@ -110,7 +138,7 @@ def test_gpu_without_energy_counter_is_a_clear_error() -> None:
 
 
 def test_auto_meter_without_gpu_is_the_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(meters, "_load_pynvml", lambda: None)
+    monkeypatch.setattr(jnvml, "load_pynvml", lambda: None)
     assert make_meter("auto", "cpu").source == "estimate"
     assert make_meter("auto", "cuda").source == "estimate"
     with pytest.raises(MeterError, match="needs an NVIDIA GPU"):
@@ -118,7 +146,7 @@ def test_auto_meter_without_gpu_is_the_estimate(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_auto_meter_on_cuda_uses_nvml(monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml) -> None:
-    monkeypatch.setattr(meters, "_load_pynvml", lambda: fake_nvml)
+    monkeypatch.setattr(jnvml, "load_pynvml", lambda: fake_nvml)
     assert make_meter("auto", "cuda").source == "nvml"
     assert make_meter("auto", "cpu").source == "estimate"
 
@@ -129,7 +157,7 @@ def test_real_pynvml_without_gpu_means_no_nvml() -> None:
 
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has an NVIDIA driver")
-    assert meters._load_pynvml() is None
+    assert jnvml.load_pynvml() is None
 
 
 def test_unknown_meter_name() -> None:
@@ -154,22 +182,27 @@ def test_nvml_trace_agrees_with_the_counter() -> None:
         nvml.set_power(0, 400.0)  # a step inside the window
         time.sleep(0.2)
         m = meter.end_window("w")
-        trace = meter.trace()
-        info = meter.describe()
+    trace = meter.trace()  # after close: the sampler has stopped, so trace and counts agree
+    info = meter.describe()
     assert m.sources == {"cuda:0": "nvml", "cuda:1": "nvml"}
     expected0 = 250.0 * (step - m.start_s) + 400.0 * (m.end_s - step)
     assert m.energy_j["cuda:0"] == pytest.approx(expected0, rel=0.01)
     traced = trace.energy([m.start_s], [m.end_s])
-    for device, joules in m.energy_j.items():  # conservation: trace integral vs counter delta
-        # the 150 W step falls between two samples: ≤ 150 W × one (possibly late) period / 2
-        assert traced[device][0] == pytest.approx(joules, rel=0.05)
     s = trace.samples
-    assert set(s["power_field"]) == {meters.POWER_INSTANT}
+    t0 = s.filter(device="cuda:0")["t_s"].to_numpy()
+    gap = t0[t0 > step].min() - t0[t0 <= step].max()  # the samples around the step, as taken
+    # conservation: trace integral vs counter delta; the line between the samples around the
+    # 150 W step is off by at most 150 W × that gap / 2 (+ 1% for the counter's mJ and edges)
+    assert traced["cuda:0"][0] == pytest.approx(m.energy_j["cuda:0"], abs=150 * gap / 2 + 2.0)
+    assert traced["cuda:1"][0] == pytest.approx(m.energy_j["cuda:1"], rel=0.01)
+    assert set(s["power_field"]) == {jnvml.POWER_INSTANT}
     assert s.filter(device="cuda:0")["power_w"].max() == 400.0
     assert s["sm_clock_mhz"].max() == 1980 and s["temperature_c"].max() == 41
     assert s["memory_used_mib"].max() == 2048
-    assert s.height > 2 * 40  # ~100 Hz over ~0.55 s, two devices
-    assert info["power_fields"] == {"cuda:0": meters.POWER_INSTANT, "cuda:1": meters.POWER_INSTANT}
+    # one row per device per sample: the ticks, the first sample, the window edges, the last
+    per_device = s.filter(device="cuda:0").height
+    assert per_device == s.filter(device="cuda:1").height == info["samples"] + 4
+    assert info["power_fields"] == {"cuda:0": jnvml.POWER_INSTANT, "cuda:1": jnvml.POWER_INSTANT}
     assert info["sample_hz"] == 100 and info["sampler_thread_cpu_s"] >= 0
     assert nvml.shutdown
 
@@ -185,10 +218,10 @@ def test_instant_power_not_supported_mid_run_falls_back_and_says_so() -> None:
         trace = meter.trace()
         info = meter.describe()
     fields = trace.samples["power_field"].unique(maintain_order=True).to_list()
-    assert fields == [meters.POWER_INSTANT, meters.POWER_USAGE]
+    assert fields == [jnvml.POWER_INSTANT, jnvml.POWER_USAGE]
     assert trace.samples["power_w"].null_count() == 0  # no sample lost in the switch
     change = info["power_field_changes"][0]
-    assert change["from"] == meters.POWER_INSTANT and change["to"] == meters.POWER_USAGE
+    assert change["from"] == jnvml.POWER_INSTANT and change["to"] == jnvml.POWER_USAGE
     assert "3" in change["error"]  # NVML_ERROR_NOT_SUPPORTED
     assert m.energy_j["cuda:0"] == pytest.approx(200.0 * m.time_s, rel=0.01)
 
@@ -197,11 +230,16 @@ def test_every_power_reading_failing_leaves_gaps_not_numbers() -> None:
     nvml = live_nvml(200.0)
     with NvmlMeter(nvml, sample_hz=50) as meter:
         nvml.instant_supported = nvml.usage_supported = False
+        off = time.perf_counter()  # every sample stamped after this read a failing NVML
         time.sleep(0.1)
-        info = meter.describe()
-        trace = meter.trace()
-    assert trace.samples["power_w"].null_count() >= 3
-    assert info["devices"]["cuda:0"]["power_read_errors"] >= 3
+    trace = meter.trace()  # after close: the last sample (at stop) fell after the switch
+    info = meter.describe()
+    s = trace.samples
+    after = s.filter(pl.col("t_s") > off)
+    assert after.height >= 1 and after["power_w"].null_count() == after.height
+    assert s["power_w"][0] == 200.0  # the first sample, before the switch, has its number
+    # every failed reading is one gap in the trace and one counted error, no more, no less
+    assert info["devices"]["cuda:0"]["power_read_errors"] == s["power_w"].null_count()
 
 
 def test_counter_failing_mid_run_integrates_the_trace_labelled() -> None:
@@ -228,7 +266,7 @@ def test_gpu_without_counter_is_measured_from_its_trace() -> None:
         info = meter.describe()
     assert m.sources == {"cuda:0": "nvml-trace"}
     assert m.energy_j["cuda:0"] == pytest.approx(120.0 * m.time_s, rel=0.02)
-    assert info["power_fields"] == {"cuda:0": meters.POWER_USAGE}
+    assert info["power_fields"] == {"cuda:0": jnvml.POWER_USAGE}
     assert info["devices"]["cuda:0"]["energy_counter"] is False
 
 
@@ -240,8 +278,6 @@ def test_gpu_without_counter_or_power_is_an_error() -> None:
 
 
 def test_sampler_errors_reach_the_caller() -> None:
-    from joulebench.sampler import Sampler
-
     calls = []
 
     def read(t: float) -> list[dict]:
@@ -259,48 +295,109 @@ def test_sampler_errors_reach_the_caller() -> None:
         sampler.stop()
 
 
-def test_sampler_keeps_its_rate() -> None:
-    from joulebench.sampler import Sampler
-
+def test_sampler_keeps_its_grid() -> None:
     sampler = Sampler(lambda t: [{"device": "x", "power_w": 1.0}], 50)
     sampler.start()
     time.sleep(0.5)
     sampler.stop()
-    assert 15 <= sampler.ticks <= 26  # 50 Hz × 0.5 s; a busy CPU may make ticks late
+    # every grid point from start to stop was either taken or counted late (never caught up);
+    # the thread may not have woken for the last one before stop: the bound is what elapsed
+    grid = int((sampler.stopped_s - sampler.started_s) * 50)
+    assert grid - 1 <= sampler.ticks + sampler.late_ticks <= grid
     with pytest.raises(MeterError, match=r"\(0, 1000\] Hz"):
         Sampler(lambda t: [], 0)
 
 
+class BusyFrom:
+    """CPU time of one busy core from ``at`` on (clock time), none before: a known load."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    def cpu_seconds(self) -> float:
+        return max(0.0, time.perf_counter() - self.at)
+
+    def describe(self) -> str:
+        return "one core busy from a known time"
+
+
 def test_estimate_trace_models_cpu_load() -> None:
-    # two cores: one busy thread is half the load, so no sample hits the cap (which would make
-    # the per-sample trace and the per-window formula differ by construction)
-    with CpuEstimateMeter(idle_w=10.0, tdp_w=50.0, cores=2, sample_hz=50) as meter:
-        time.sleep(0.2)  # idle
+    # two cores, one busy from `at`: 10 W before, 10 + 40 · 1/2 = 30 W after, whatever the speed
+    at = time.perf_counter() + 0.1
+    cpu = BusyFrom(at)
+    with CpuEstimateMeter(idle_w=10.0, tdp_w=50.0, cores=2, sample_hz=50, cpu=cpu) as meter:
+        time.sleep(0.2)
         meter.begin_window("busy")
-        start = time.process_time()
-        while time.process_time() - start < 0.4:
-            pass
+        time.sleep(0.2)
         m = meter.end_window("busy")
         trace = meter.trace()
     s = trace.samples
     assert set(s["interpolation"]) == {"interval"} and set(s["source"]) == {"estimate"}
-    assert s["power_w"].min() < 20.0 and s["power_w"].max() > 25.0  # idle vs one core busy
+    t, p = s["t_s"].to_numpy(), s["power_w"].to_numpy()
+    before = (t[1:] <= at) & (t[:-1] >= t[0])
+    after = t[:-1] >= at
+    assert before.any() and after.any()
+    # CPU time is read just after each sample's timestamp, so single samples wobble by that
+    # lag; the typical sample does not, and over many samples the lags cancel (telescoping)
+    assert np.median(p[1:][before]) == pytest.approx(10.0, abs=0.5)
+    assert np.median(p[1:][after]) == pytest.approx(30.0, abs=0.5)
+    first_after = t[:-1][after][0]
+    assert trace.energy([first_after], [t[-1]])["cpu"][0] == pytest.approx(
+        30.0 * (t[-1] - first_after), rel=0.02
+    )
+    expected = 10.0 * m.time_s + 20.0 * (m.end_s - max(m.start_s, at))
+    assert m.total_j == pytest.approx(expected, rel=0.02)
     traced = trace.energy([m.start_s], [m.end_s])["cpu"][0]
-    assert traced == pytest.approx(m.total_j, rel=0.1)  # same model, sampled
+    assert traced == pytest.approx(m.total_j, rel=1e-3)  # same model, sampled at the edges
+
+
+def test_estimate_of_a_process_tree_counts_its_children() -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    busy = (
+        "import subprocess, sys, time\n"
+        "c = subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+        "time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", busy], start_new_session=True)
+    try:
+        tree = ProcessTree(proc.pid, refresh_s=0.0)
+        deadline = time.monotonic() + 30
+        while len(tree._processes()) < 2:  # the busy grandchild has started
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        meter = CpuEstimateMeter(idle_w=0.0, tdp_w=20.0, pid=proc.pid)
+        c0 = tree.cpu_seconds()
+        meter.begin_window("w")
+        time.sleep(0.5)
+        m = meter.end_window("w")
+        burnt = tree.cpu_seconds() - c0  # what the tree used, read beside the meter
+        assert m.source == "estimate" and "process tree" in meter.describe()["processes"]
+        # the meter reads the same tree: 20 W × its CPU seconds / cores (ticks of 10 ms apart)
+        assert m.total_j == pytest.approx(20.0 * burnt / meter.cores, abs=20.0 * 0.03)
+        assert burnt > 0.05  # the grandchild was counted (this process slept meanwhile)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 # -- several meters at once --------------------------------------------------------------------
 
 
 def test_meter_set_names_each_source(monkeypatch: pytest.MonkeyPatch) -> None:
-    nvml = live_nvml(200.0)
-    monkeypatch.setattr(meters, "_load_pynvml", lambda: nvml)
+    gpu = live_nvml(200.0)
+    monkeypatch.setattr(jnvml, "load_pynvml", lambda: gpu)
     meter = make_meter(["nvml", "estimate"], "cuda", sample_hz=50)
     try:
         assert meter.source == "nvml+estimate"
         meter.begin_window("w")
         time.sleep(0.1)
         m = meter.end_window("w")
+        meter.begin_window("x")
+        meter.cancel_window("x")  # on every meter of the set
         trace = meter.trace()
         info = meter.describe()
     finally:
@@ -331,7 +428,18 @@ def test_meter_lists_are_checked(value: list[str], message: str) -> None:
 def test_a_failing_meter_closes_the_ones_already_built(monkeypatch: pytest.MonkeyPatch) -> None:
     closed = []
     monkeypatch.setattr(CpuEstimateMeter, "close", lambda self: closed.append(self))
-    monkeypatch.setattr(meters, "_load_pynvml", lambda: None)
+    monkeypatch.setattr(jnvml, "load_pynvml", lambda: None)
     with pytest.raises(MeterError, match="needs an NVIDIA GPU"):
         make_meter(["estimate", "nvml"], "cpu")
     assert len(closed) == 1
+
+
+def test_auto_meter_on_an_auto_device(
+    monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml, tmp_path
+) -> None:
+    # a serving session on `device: auto`: NVML where a GPU is visible, else the CPU's meter
+    monkeypatch.setattr(jnvml, "load_pynvml", lambda: fake_nvml)
+    assert meters.resolve("auto", "auto", str(tmp_path)) == ["nvml"]
+    monkeypatch.setattr(jnvml, "load_pynvml", lambda: None)
+    assert meters.resolve("auto", "auto", str(tmp_path)) == ["estimate"]  # no RAPL there
+    assert meters.resolve(["nvml", "rapl"], "cpu") == ["nvml", "rapl"]  # lists are as given

@@ -27,7 +27,7 @@ def test_figures_render_to_html_and_png(tmp_path: Path) -> None:
 
 def test_power_over_time_shades_the_phases(tmp_path: Path) -> None:
     import polars as pl
-    from joulebench.trace import frame
+    from joulebench.energy.trace import frame
 
     record = make_record("bf16", 1, REPS)
     record["config_id"] = "m/bf16/transformers/bs1_in16_out8"
@@ -70,7 +70,7 @@ def test_power_over_time_shades_the_phases(tmp_path: Path) -> None:
 
 
 def test_power_chart_of_an_infeasible_run_says_why(tmp_path: Path) -> None:
-    from joulebench.trace import empty_frame
+    from joulebench.energy.trace import empty_frame
 
     record = {
         "status": "infeasible",

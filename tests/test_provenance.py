@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, FakeNvml, make_record
+from conftest import REPO, make_record
+from fakehw import FakeNvml
 from joulebench import provenance
 
 
@@ -40,9 +41,17 @@ def test_source_hash_follows_only_the_steps_own_sources(package: Path) -> None:
 def test_source_hash_errors_name_the_step(package: Path) -> None:
     with pytest.raises(KeyError, match="no code dependencies for step 'nope'; allowed: "):
         provenance.source_hash("nope", package)
-    (package / "meters.py").unlink()
-    with pytest.raises(FileNotFoundError, match=r"'meters\.py' of step 'bench'"):
+    (package / "memory.py").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'memory\.py' of step 'bench'"):
         provenance.source_hash("bench", package)
+
+
+def test_editing_the_energy_package_reruns_benchmarks_and_serving(package: Path) -> None:
+    before = {s: provenance.source_hash(s, package) for s in provenance.CODE_DEPENDENCIES}
+    meter = package / "energy" / "rapl.py"
+    meter.write_text(meter.read_text() + "\n# a change in a meter\n")
+    after = {s: provenance.source_hash(s, package) for s in provenance.CODE_DEPENDENCIES}
+    assert {s for s in after if after[s] != before[s]} == {"bench", "serve"}
 
 
 def test_gpu_info_describes_visible_gpus(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pathlib
+import time
 from pathlib import Path
 
 import pytest
-from joulebench import meters, rapl
+from fakehw import LivePowercap, SquareWave
+from joulebench.energy import make_meter, rapl
+from joulebench.energy.rapl import RaplMeter
 from joulebench.errors import MeterError
-from joulebench.rapl import RaplMeter
 
 MAX_UJ = 262_143_328_850
 
@@ -110,9 +112,9 @@ def test_unreadable_counter_names_the_permission(
     assert "permission denied" in message and "chmod a+r" in message
     assert not rapl.readable(root)
     # auto on a CPU job does not fail on it: it uses the labelled estimate
-    assert meters.make_meter("auto", "cpu", powercap_root=str(root)).source == "estimate"
+    assert make_meter("auto", "cpu", powercap_root=str(root)).source == "estimate"
     with pytest.raises(MeterError, match="permission denied"):
-        meters.make_meter("rapl", "cpu", powercap_root=str(root))
+        make_meter("rapl", "cpu", powercap_root=str(root))
 
 
 def test_no_rapl_is_a_null_meter_and_a_clear_error_when_asked_for(tmp_path: Path) -> None:
@@ -122,12 +124,12 @@ def test_no_rapl_is_a_null_meter_and_a_clear_error_when_asked_for(tmp_path: Path
         assert meter.end_window("w").energy_j == {}
         assert len(meter.trace()) == 0
     with pytest.raises(MeterError, match="no intel-rapl package or dram domain"):
-        meters.make_meter("rapl", "cpu", powercap_root=str(tmp_path))
+        make_meter("rapl", "cpu", powercap_root=str(tmp_path))
 
 
 def test_auto_on_a_cpu_job_prefers_readable_rapl(tmp_path: Path) -> None:
     root = make_tree(tmp_path, packages=1)
-    meter = meters.make_meter("auto", "cpu", powercap_root=str(root), sample_hz=50)
+    meter = make_meter("auto", "cpu", powercap_root=str(root), sample_hz=50)
     try:
         assert meter.source == "rapl"
         assert meter.describe()["power_fields"] == {
@@ -147,3 +149,22 @@ def test_rapl_trace_is_power_from_counter_deltas(tmp_path: Path) -> None:
     assert first[0]["power_w"] is None
     assert second[0]["power_w"] == pytest.approx(60.0)
     assert second[0]["interpolation"] == "interval"
+
+
+def test_live_tree_window_and_trace_against_the_known_energy(tmp_path: Path) -> None:
+    """Counters advancing in real time: the window is the tree's energy, the trace conserves it."""
+    package, dram = SquareWave(20.0, 60.0, 0.2), SquareWave(3.0, 5.0, 0.3)
+    with LivePowercap(tmp_path, package, dram) as tree:
+        with RaplMeter(tmp_path, sample_hz=100) as meter:
+            meter.begin_window("w")
+            time.sleep(0.5)
+            m = meter.end_window("w")
+            trace = meter.trace()
+        lag = tree.max_gap_s
+    # each edge's reading lags the truth by at most one gap of the writer: tolerance from that
+    assert m.total_j == pytest.approx(
+        tree.between(m.start_s, m.end_s), abs=2 * tree.high_w * (lag + 0.005)
+    )
+    traced = trace.energy([m.start_s], [m.end_s])
+    for key, joules in m.energy_j.items():  # samples at the window edges: the deltas telescope
+        assert traced[key][0] == pytest.approx(joules, abs=0.02 * joules + 0.01)

@@ -60,12 +60,18 @@ def test_real_server_session(tiny_model: Path, tmp_path: Path) -> None:
         assert table.height == 8 and (table["status"] == "ok").all(), table["error"].to_list()
         assert (table["output_tokens"] == 8).all()  # min_new_tokens held the length
         assert (table["input_tokens"] == 16).all()
-        e = record["energy"]
-        assert e["window"]["energy_j"] > 0 and e["attribution"]["ok"], e["attribution"]
-        assert e["attribution"]["sum_j"] == pytest.approx(e["window"]["energy_j"], rel=1e-9)
-        assert table["energy_attributed_j"].sum() + e["attribution"]["idle_j"] == pytest.approx(
-            e["window"]["energy_j"], rel=1e-9
-        )
+        e, w = record["energy"], record["window"]
+        a = e["attribution"]
+        # the estimate (idle 10 W, 45 W all cores busy) bounds the window's power
+        assert 10.0 * w["time_s"] <= w["energy_j"] <= 45.0 * w["time_s"] * 1.0001
+        # trace and window apply one model to one process tree, and the trace is sampled at the
+        # window's edges, so they differ only where a sample's CPU time (10 ms ticks) exceeded
+        # all cores and was capped: well under 2% at the default 50 ms interval
+        assert abs(a["conservation_pct"]) < 2.0 and abs(a["closure_pct"]) < 2.0, a
+        # the attribution splits what the trace holds (two computations: they must agree)
+        assert a["shares_raw_j"] == pytest.approx(a["trace_j"], rel=1e-6)
+        assert table["energy_attributed_raw_j"].sum() == pytest.approx(a["requests_raw_j"])
+        assert a["requests_scaled_j"] + a["idle_scaled_j"] == pytest.approx(w["energy_j"])
         assert record["latency"]["e2e_s_p50"] > 0
         assert record["server"]["startup_s"] > 0 and record["provenance"]["git"]
     grouped = pl.read_parquet(tmp_path / "grouped_r4.parquet")

@@ -1,21 +1,46 @@
-"""A whole serving session against the fake server (kind `external`): records, table, figure."""
+"""A whole serving session against the stand-in server: records, table, trace, figures.
+
+The stand-in (tests/standin_server.py) is started by the session's own lifecycle (kind ``tgi``
+with a command), so the CPU estimate follows its process tree. An ``external`` server may be
+measured only by a hardware meter of this host: asking for the estimate is refused up front.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
-from fakeserver import FakeServerProcess
+from conftest import REPO
 from joulebench import analysis, config, plots
+from joulebench.errors import ConfigError
 from joulebench.serving import build_requests, run_session, session_specs
 
+#: The stand-in server, started and stopped by the session (OpenAI protocol, 20 ms per token).
+STANDIN = {
+    "name": "standin",
+    "kind": "tgi",
+    "protocol": "openai",
+    "command": [sys.executable, str(REPO / "tests" / "standin_server.py"), "{port}"],
+    "startup_timeout_s": 30,
+    "stop_timeout_s": 5,
+}
 
-def study(tiny_model: Path, url: str, **serving) -> dict:
+
+def study(
+    tiny_model: Path,
+    url: str | None = None,
+    measurement: dict | None = None,
+    device: str = "cpu",
+    **serving,
+) -> dict:
+    """A small serving study on the stand-in, or on an external server at ``url``."""
+    server = {"name": "fake", "kind": "external", "url": url} if url else STANDIN
     base = {
-        "servers": [{"name": "fake", "kind": "external", "url": url}],
+        "servers": [server],
         "requests": 12,
         "warmup_requests": 2,
         "input_len": 8,
@@ -36,6 +61,8 @@ def study(tiny_model: Path, url: str, **serving) -> dict:
     return config.validate(
         {
             "study": "unit",
+            "device": device,
+            "measurement": measurement or {},
             "models": [{"name": "tiny", "source": "local", "path": str(tiny_model)}],
             "precisions": ["fp32"],
             "batch_sizes": [1],
@@ -46,10 +73,9 @@ def study(tiny_model: Path, url: str, **serving) -> dict:
     )
 
 
-def test_session_records_table_and_figure(tiny_model: Path, tmp_path: Path) -> None:
-    with FakeServerProcess(token_delay_s=0.005) as server:
-        (spec,) = session_specs(study(tiny_model, server.url))
-        written = run_session(spec, str(tiny_model), tmp_path)
+def test_session_records_table_trace_and_figures(tiny_model: Path, tmp_path: Path) -> None:
+    (spec,) = session_specs(study(tiny_model, requests=10))
+    written = run_session(spec, str(tiny_model), tmp_path)
     assert [p.stem for p in written] == [
         "poisson_r20",
         "poisson_r40",
@@ -59,19 +85,60 @@ def test_session_records_table_and_figure(tiny_model: Path, tmp_path: Path) -> N
     ]
     records = [json.loads(p.read_text()) for p in written]
     for rec in records:
-        assert rec["meter_source"] == "estimate" and rec["load"]["ok"] == 12
-        attribution = rec["energy"]["attribution"]
-        assert attribution["sum_j"] == pytest.approx(rec["window"]["energy_j"], rel=1e-9)
-        assert rec["energy"]["idle_baseline"]["power_w"] > 0
-        assert len(rec["trace"]["t_s"]) > 3
+        assert rec["meter_source"] == "estimate" and rec["load"]["ok"] == 10
+        assert "process tree" in rec["meter"]["processes"]  # the server's, not this process
+        assert rec["measured"]["server_may_run_elsewhere"] is False
+        a, w = rec["energy"]["attribution"], rec["window"]
+        # the estimate's trace and window apply one model: they agree closely
+        assert abs(a["conservation_pct"]) < 1.0 and abs(a["closure_pct"]) < 1.0
+        assert a["shares_raw_j"] == pytest.approx(a["trace_j"], rel=1e-6)
+        assert a["requests_scaled_j"] + a["idle_scaled_j"] == pytest.approx(w["energy_j"])
+        trace = pl.read_parquet(tmp_path / rec["trace"]["file"])
+        assert set(trace["device"]) == {"cpu"} and trace.height == rec["trace"]["samples"]
+        # the trace covers the load window (times since the load started)
+        assert trace["t_s"].min() <= w["start_s"] - w["load_start_s"]
+        assert trace["t_s"].max() >= w["end_s"] - w["load_start_s"]
     table = analysis.serving_table(records)
     assert table.height == 5 and set(table["meter_source"]) == {"estimate"}
+    assert table["closure_pct"].is_not_null().all()
     grouped = pl.read_parquet(tmp_path / "grouped_r20.parquet")
     assert (grouped["release_s"] * 10 % 1).abs().max() < 1e-6  # on the 100 ms grid
     assert (grouped["hold_s"] > 0).any()
+    assert grouped["energy_attributed_scaled_j"].sum() == pytest.approx(
+        records[2]["energy"]["attribution"]["requests_scaled_j"]
+    )
     chart = plots.serving_energy_latency(table)
     saved = plots.save(chart, tmp_path / "fig")
     assert "estimate" in saved[0].read_text()
+    power = plots.serving_power_over_time(
+        records[0],
+        pl.read_parquet(tmp_path / "poisson_r20.trace.parquet"),
+        pl.read_parquet(tmp_path / "poisson_r20.parquet"),
+    )
+    html, png, _ = plots.save(power, tmp_path / "power")
+    assert "requests in flight" in html.read_text() and png.stat().st_size
+
+
+def test_in_flight_counts_requests_between_send_and_end() -> None:
+    table = pl.DataFrame({"sent_s": [0.1, 0.2, 0.5], "end_s": [0.4, 0.3, float("nan")]})
+    steps = plots.in_flight(table)
+    assert steps["t_s"].to_list() == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert steps["in_flight"].to_list() == [0, 1, 2, 1, 0, 1]
+
+
+@pytest.mark.parametrize("meter", ["estimate", ["nvml", "estimate"]])
+def test_external_server_with_the_estimate_is_refused(tiny_model: Path, meter: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        study(tiny_model, "http://127.0.0.1:1", measurement={"meter": meter})
+    text = str(err.value)
+    assert "'measurement.meter'" in text and "is external" in text
+    assert "serving.servers[0]" in text and "hardware meter" in text
+
+
+def test_external_server_with_auto_and_no_rapl_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    # auto on a CPU study where RAPL is absent means the estimate: refused, saying so
+    with pytest.raises(ConfigError, match=r"measurement.meter.*'auto' resolves to \['estimate'\]"):
+        study(tiny_model, "http://127.0.0.1:1", measurement={"powercap_root": str(tmp_path)})
 
 
 def test_trace_and_file_prompts(tiny_model: Path, tmp_path: Path) -> None:
@@ -86,7 +153,6 @@ def test_trace_and_file_prompts(tiny_model: Path, tmp_path: Path) -> None:
     prompts.write_text("prompt,output_len\nhello there,2\nsecond prompt here,5\n")
     cfg = study(
         tiny_model,
-        "http://127.0.0.1:1",
         requests=4,
         arrivals=[
             {"name": "replay", "process": "trace", "trace": str(trace)},
@@ -166,3 +232,29 @@ def test_sigterm_stops_the_server_and_keeps_nothing_partial(
         psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
     )
     assert not list(out.glob("*.json")) and not list(out.glob("*.parquet"))
+
+
+def test_experiment_ids_with_dots_keep_their_files_apart(tiny_model: Path, tmp_path: Path) -> None:
+    cfg = study(
+        tiny_model, requests=4, rates=[40.5], arrivals=[{"name": "poisson", "process": "poisson"}]
+    )
+    (spec,) = session_specs(cfg)
+    (written,) = run_session(spec, str(tiny_model), tmp_path)
+    assert written.name == "poisson_r40.5.json"
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("poisson"))
+    assert names == ["poisson_r40.5.json", "poisson_r40.5.parquet", "poisson_r40.5.trace.parquet"]
+
+
+def test_the_job_refuses_the_estimate_for_an_external_server(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    """A spec that skipped config validation (passed by hand) is refused before any request."""
+    (spec,) = session_specs(study(tiny_model))
+    data = spec.to_dict()
+    data["server"] = {**data["server"], "kind": "external", "url": "http://127.0.0.1:1"}
+    data["measurement"]["meter"] = "estimate"
+    from joulebench.serving import SessionSpec
+
+    with pytest.raises(ConfigError, match=r"'measurement\.meter'.*is external"):
+        run_session(SessionSpec.from_dict(data), str(tiny_model), tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from joulebench.trace import PowerTrace, cumulative_energy, frame
+from joulebench.energy.trace import PowerTrace, cumulative_energy, frame
 
 
 def trace_of(t: np.ndarray, p: np.ndarray, kind: str, device: str = "gpu") -> PowerTrace:

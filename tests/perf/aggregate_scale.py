@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from joulebench import analysis, derived
-from joulebench.trace import PowerTrace
+from joulebench.energy.trace import PowerTrace
 
 PRECISIONS = ("fp32", "fp16", "bf16", "cpu-int8")
 ANALYSIS = {

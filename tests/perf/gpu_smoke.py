@@ -31,8 +31,8 @@ from typing import Any
 
 from joulebench import bench
 from joulebench.config import BenchSpec
+from joulebench.energy import make_meter
 from joulebench.engines import make_engine
-from joulebench.meters import make_meter
 from joulebench.models import synthesize
 
 #: The seed study's int8 and int4, run when the machine can.

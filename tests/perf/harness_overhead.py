@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from joulebench import bench
 from joulebench.config import BenchSpec
+from joulebench.energy import make_meter
 from joulebench.engines import EngineOptions, make_engine
-from joulebench.meters import make_meter
 from joulebench.models import synthesize
 
 

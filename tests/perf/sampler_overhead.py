@@ -21,21 +21,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from joulebench import meters, rapl
+from joulebench.energy import estimate, nvml, rapl
 
 
 def sensors() -> list[tuple[str, Callable[[float], Any]]]:
     out: list[tuple[str, Callable[[float], Any]]] = [
-        ("estimate (psutil)", lambda hz: meters.CpuEstimateMeter(sample_hz=hz))
+        ("estimate (psutil)", lambda hz: estimate.CpuEstimateMeter(sample_hz=hz))
     ]
-    if meters._load_pynvml() is not None:
-        out.append(("nvml (real driver)", lambda hz: meters.NvmlMeter(None, sample_hz=hz)))
+    if nvml.load_pynvml() is not None:
+        out.append(("nvml (real driver)", lambda hz: nvml.NvmlMeter(None, sample_hz=hz)))
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from conftest import FakeNvml  # a stand-in: no driver here
+        from fakehw import FakeNvml  # a stand-in: no driver here
 
-        def fake(hz: float) -> meters.NvmlMeter:
-            return meters.NvmlMeter(FakeNvml(["GPU-0"], power_w=[300.0], live=True), sample_hz=hz)
+        def fake(hz: float) -> nvml.NvmlMeter:
+            return nvml.NvmlMeter(FakeNvml(["GPU-0"], power_w=[300.0], live=True), sample_hz=hz)
 
         out.append(("nvml (Python side only, no GPU)", fake))
     if rapl.readable():

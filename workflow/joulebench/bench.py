@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from joulebench import provenance
 from joulebench.config import BenchSpec
+from joulebench.energy import Meter, PowerTrace, idle_baseline, make_meter
 from joulebench.engines import Engine, EngineOptions, make_engine
 from joulebench.errors import UnsupportedError
 from joulebench.memory import (
@@ -34,10 +35,8 @@ from joulebench.memory import (
     estimate_need,
     is_out_of_memory,
 )
-from joulebench.meters import Meter, make_meter
 from joulebench.models import source_info
 from joulebench.precisions import Precision, weight_bytes
-from joulebench.trace import PowerTrace
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +98,9 @@ def measure(meter: Meter, key: str, fn: Callable[[], float | None], min_window_s
 
 def measure_idle(meter: Meter, seconds: float) -> Window | None:
     """Energy of ``seconds`` of doing nothing (model loaded, before any generation)."""
-    if seconds <= 0:
+    m = idle_baseline(meter, seconds)
+    if m is None:
         return None
-    meter.begin_window("idle")
-    time.sleep(seconds)
-    m = meter.end_window("idle")
     return Window(m.time_s, dict(m.energy_j), 1, dict(m.sources), m.start_s, m.end_s)
 
 

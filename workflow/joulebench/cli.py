@@ -89,7 +89,7 @@ def _meter_arg(value: str | None) -> str | list[str] | None:
     """``--meter nvml,rapl`` → a list; one name stays a name."""
     if value is None:
         return None
-    from joulebench.meters import meter_names
+    from joulebench.energy import meter_names
 
     names = meter_names([v.strip() for v in value.split(",") if v.strip()], key="--meter")
     return names[0] if len(names) == 1 else names
@@ -257,6 +257,19 @@ def cmd_plot_power(args: argparse.Namespace) -> None:
 
     record = json.loads(Path(args.record).read_text())
     chart = plots.power_over_time(record, pl.read_parquet(args.trace))
+    for path in plots.save(chart, Path(args.out_stem)):
+        log.info("wrote %s", path)
+
+
+def cmd_plot_serving_power(args: argparse.Namespace) -> None:
+    import polars as pl
+
+    from joulebench import plots
+
+    record = json.loads(Path(args.record).read_text())
+    chart = plots.serving_power_over_time(
+        record, pl.read_parquet(args.trace), pl.read_parquet(args.table)
+    )
     for path in plots.save(chart, Path(args.out_stem)):
         log.info("wrote %s", path)
 
@@ -477,12 +490,25 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--out-stem", required=True, help="output path without suffix")
     pp.set_defaults(func=cmd_plot_power)
 
+    sp = sub.add_parser(
+        "plot-serving-power", help="one serving experiment's power over time, requests in flight"
+    )
+    sp.add_argument("record", help="the experiment's record (JSON)")
+    sp.add_argument("--trace", required=True, help="its power trace (parquet)")
+    sp.add_argument("--table", required=True, help="its request table (parquet)")
+    sp.add_argument("--out-stem", required=True, help="output path without suffix")
+    sp.set_defaults(func=cmd_plot_serving_power)
+
     s = sub.add_parser("serve", help="run one serving session: start a server, run its loads")
     s.add_argument("--model-dir", required=True, type=Path)
     s.add_argument(
         "--spec-json", required=True, help="the session as JSON (what the workflow passes)"
     )
-    s.add_argument("--out-dir", required=True, help="per-experiment .parquet and .json go here")
+    s.add_argument(
+        "--out-dir",
+        required=True,
+        help="per-experiment .json, .parquet (requests) and .trace.parquet (power) go here",
+    )
     s.add_argument(
         "--server-log", help="where the server's output goes (default OUT_DIR/server.log)"
     )

@@ -137,6 +137,8 @@ def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
         seen.add(server["name"])
         spec = servers.ServerSpec.from_dict(server)
         servers.check(spec, key)
+        if spec.kind == "external":
+            _check_external_meter(config, spec.name, key)
     prompts = serving["prompts"]
     if prompts["source"] == "file":
         if not prompts.get("path"):
@@ -290,8 +292,8 @@ def _resolve(path: str, base_dir: Path) -> str:
 
 
 def _check_meter(value: str | list[str]) -> None:
+    from joulebench.energy import meter_names
     from joulebench.errors import MeterError
-    from joulebench.meters import meter_names
 
     try:
         meter_names(value)
@@ -299,6 +301,21 @@ def _check_meter(value: str | list[str]) -> None:
         raise ConfigError(
             "measurement.meter", str(err).removeprefix("measurement.meter: ")
         ) from None
+
+
+def _check_external_meter(config: dict[str, Any], server: str, key: str) -> None:
+    """An external server may be measured only by a hardware meter of this host."""
+    from joulebench.energy import HARDWARE_METERS
+    from joulebench.energy.meters import resolve
+    from joulebench.serving import external_meter_reason
+
+    m = config["measurement"]
+    if m["meter"] == "auto" and config["device"] in ("cuda", "auto"):
+        return  # NVML on the job's GPU, if it has one: the job checks again where it runs
+    names = resolve(m["meter"], config["device"], m["powercap_root"])
+    if not set(names) <= set(HARDWARE_METERS):
+        reason = external_meter_reason(server, m["meter"], names)
+        raise ConfigError("measurement.meter", f"{reason} ({key})")
 
 
 _SOURCE_KEYS = {"synthetic": ("architecture",), "hub": ("repo", "revision"), "local": ("path",)}

@@ -1,7 +1,9 @@
 """Figures as altair specs over the summary table, saved as interactive HTML and PNG.
 
 Besides the study-wide figures (``FIGURES``, one per study), ``power_over_time`` draws one run:
-its power trace with the idle, warmup, prefill and decode intervals shaded.
+its power trace with the idle, warmup, prefill and decode intervals shaded; and
+``serving_power_over_time`` draws one serving experiment: its power trace over the load window
+with the number of requests in flight under it.
 """
 
 from __future__ import annotations
@@ -418,6 +420,80 @@ def serving_energy_latency(table: pl.DataFrame) -> alt.HConcatChart:
 
 
 SERVING_FIGURES = {"serving_energy_latency": serving_energy_latency}
+
+
+def in_flight(table: pl.DataFrame) -> pl.DataFrame:
+    """Requests in flight over time (a step function) from the request table's sent/end times."""
+    sent = table.filter(pl.col("sent_s").is_not_nan() & pl.col("sent_s").is_not_null())
+    events = pl.concat(
+        [
+            sent.select(t_s=pl.col("sent_s"), change=pl.lit(1)),
+            sent.filter(pl.col("end_s").is_not_nan()).select(
+                t_s=pl.col("end_s"), change=pl.lit(-1)
+            ),
+        ]
+    ).sort("t_s", "change")
+    start = pl.DataFrame({"t_s": [0.0], "change": [0]}, schema=events.schema)
+    return pl.concat([start, events]).select("t_s", in_flight=pl.col("change").cum_sum())
+
+
+def serving_power_over_time(
+    record: dict[str, Any], trace: pl.DataFrame, table: pl.DataFrame
+) -> alt.VConcatChart:
+    """Power of every traced device over one serving experiment, requests in flight under it."""
+    w = record["window"]
+    origin = w["load_start_s"]
+    points = trace.filter(pl.col("power_w").is_not_null()).select(
+        "t_s", "device", "source", "power_w", "power_field"
+    )
+    per_device = points.group_by("device").len()["len"].max() or 0
+    if per_device > MAX_POINTS_PER_DEVICE:
+        step = -(-per_device // MAX_POINTS_PER_DEVICE)
+        points = points.filter((pl.int_range(pl.len()).over("device") % step) == 0)
+    source = record["meter_source"]
+    label = meter_label(
+        pl.DataFrame({"meter_source": [source]}, schema={"meter_source": pl.String})
+    )
+    a = record["energy"]["attribution"]
+    x_scale = alt.Scale(domain=[w["start_s"] - origin, w["end_s"] - origin])
+    x = alt.X("t_s:Q", title="time since the load started (s)", scale=x_scale)
+    power = (
+        alt.Chart(points)
+        .mark_line(interpolate=_line_interpolation(trace), strokeWidth=1)
+        .encode(
+            x=x,
+            y=alt.Y("power_w:Q", title="power (W)"),
+            color=alt.Color("device:N", title="device", scale=alt.Scale(scheme="dark2")),
+            tooltip=[
+                "device",
+                "source",
+                "power_field",
+                alt.Tooltip("t_s:Q", format=".3f"),
+                alt.Tooltip("power_w:Q", format=".1f"),
+            ],
+        )
+        .properties(width=720, height=220)
+    )
+    flight = (
+        alt.Chart(in_flight(table))
+        .mark_line(interpolate="step-after", color="#4c78a8")
+        .encode(x=x, y=alt.Y("in_flight:Q", title="requests in flight"))
+        .properties(width=720, height=90)
+    )
+    where = (
+        " (external server: this host's energy)"
+        if record["measured"]["server_may_run_elsewhere"]
+        else ""
+    )
+    subtitle = [
+        f"energy source: {label}{where}; window {w['energy_j']:.4g} J over {w['time_s']:.3g} s",
+        f"closure {a['closure_pct']:+.2f}%, conservation {a['conservation_pct']:+.2f}% "
+        "(before scaling)",
+    ]
+    prefix = "[estimate] " if "estimate" in source else ""
+    return alt.vconcat(power, flight).properties(
+        title=alt.Title(f"{prefix}Power over time: {record['config_id']}", subtitle=subtitle)
+    )
 
 
 def save(chart: alt.TopLevelMixin, stem: Path) -> list[Path]:

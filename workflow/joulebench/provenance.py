@@ -57,22 +57,17 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
         "engines",
         "hostcpu.py",
         "memory.py",
-        "meters.py",
+        "energy",
         "models.py",
         "precisions.py",
-        "rapl.py",
-        "sampler.py",
-        "trace.py",
     ),
     "aggregate": ("analysis.py", "derived.py", "stats.py"),
     "plot": ("plots.py", "derived.py", "analysis.py"),
     "findings": ("findings.py", "derived.py", "analysis.py", "plots.py"),
     "serve": (
         "arrivals.py",
-        "attribution.py",
+        "energy",
         "loadgen.py",
-        "meters.py",
-        "powertrace.py",
         "prompts.py",
         "servers.py",
         "serving.py",
@@ -171,26 +166,26 @@ def gpu_info(nvml: ModuleType | None = None) -> dict[str, Any]:
     Empty where NVML is absent (no GPU here is not an error); ``error`` says why a present
     NVML could not describe the visible GPUs.
     """
-    from joulebench.meters import _load_pynvml, _maybe
+    from joulebench.energy.nvml import load_pynvml, maybe
 
     if nvml is not None:
         return _describe_gpus(nvml)
-    nvml = _load_pynvml()
+    nvml = load_pynvml()
     if nvml is None:
         return {}
     try:
         return _describe_gpus(nvml)
     finally:
-        _maybe(nvml.nvmlShutdown)
+        maybe(nvml.nvmlShutdown)
 
 
 def _describe_gpus(nvml: ModuleType) -> dict[str, Any]:
+    from joulebench.energy.nvml import maybe, text, visible_gpu_uuids
     from joulebench.errors import MeterError
-    from joulebench.meters import _maybe, _text, visible_gpu_uuids
 
     info: dict[str, Any] = {
-        "driver": _maybe(lambda: _text(nvml.nvmlSystemGetDriverVersion())),
-        "cuda_driver": _maybe(lambda: nvml.nvmlSystemGetCudaDriverVersion()),
+        "driver": maybe(lambda: text(nvml.nvmlSystemGetDriverVersion())),
+        "cuda_driver": maybe(lambda: nvml.nvmlSystemGetCudaDriverVersion()),
     }
     try:
         uuids = visible_gpu_uuids(nvml)
@@ -202,8 +197,8 @@ def _describe_gpus(nvml: ModuleType) -> dict[str, Any]:
         devices.append(
             {
                 "uuid": uuid,
-                "name": _maybe(lambda h=handle: _text(nvml.nvmlDeviceGetName(h))),
-                "power_limit_w": _maybe(
+                "name": maybe(lambda h=handle: text(nvml.nvmlDeviceGetName(h))),
+                "power_limit_w": maybe(
                     lambda h=handle: nvml.nvmlDeviceGetPowerManagementLimit(h) / 1000
                 ),
             }

@@ -1,10 +1,16 @@
 """Serving experiments: one server per (model, precision, server), several load phases on it.
 
-A session starts the server, waits until it is healthy, warms it up, measures an idle baseline,
-then runs each experiment (arrival process × rate × shaping) inside one meter window that covers
-exactly its load phase, with a power trace sampled beside it. Each experiment leaves a
-per-request parquet table and a record (JSON) with provenance; the server log lies beside them.
-The server is stopped (its whole process group) even when an experiment fails.
+A session starts the server, waits until it is healthy, warms it up, builds its meter with the
+same builder as a benchmark (nvml, rapl, estimate or a list of them; the estimate follows the
+server's process tree), measures an idle baseline, then runs each experiment (arrival process ×
+rate × shaping) inside one meter window that covers exactly its load phase. The meter's own
+trace is the power trace. Each experiment leaves a per-request parquet table, its power trace
+(``<experiment>.trace.parquet``) and a record (JSON) with provenance; the server log lies beside
+them. The server is stopped (its whole process group) even when an experiment fails.
+
+An ``external`` server is measured only by a hardware meter of this host (NVML, RAPL); its
+record says the server may run elsewhere, so the energy is this host's, not necessarily the
+server's. The estimate models this host's CPU time and is refused for it.
 
 A server that dies or stops answering fails the session: the load is stopped (a watchdog beside
 it), every request is accounted as completed, failed or not sent, and the error carries those
@@ -27,9 +33,10 @@ import polars as pl
 from joulebench import arrivals, loadgen, provenance, shaping
 from joulebench.arrivals import ArrivalSpec
 from joulebench.atomic import write_json, write_with
-from joulebench.attribution import PowerTrace, attribute, decode_occupancy, steady_state
-from joulebench.errors import JoulebenchError
-from joulebench.powertrace import TraceSampler, energy_reader, server_meter
+from joulebench.energy import HARDWARE_METERS, Measurement, Meter, PowerTrace, idle_baseline
+from joulebench.energy.attribution import attribute, checks, decode_occupancy, steady_state
+from joulebench.energy.meters import make_meter, resolve
+from joulebench.errors import ConfigError, JoulebenchError
 from joulebench.prompts import Prompt, from_file, synthetic
 from joulebench.servers import OUTPUT_CONTROL, Server, ServerError, ServerSpec
 from joulebench.shaping import ShapingSpec
@@ -191,22 +198,28 @@ def latency_summary(table: pl.DataFrame) -> dict[str, float]:
 def energy_summary(
     table: pl.DataFrame,
     trace: PowerTrace,
-    window_j: float,
-    window_s: float,
+    window: Measurement,
     steady_batch: int | str,
     tolerance: float,
-) -> tuple[dict[str, Any], np.ndarray]:
-    """The three per-request energies side by side, and each request's attributed share."""
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The three per-request energies side by side, and each request's share, raw and scaled.
+
+    ``trace`` and ``window`` share one time origin (the load's start). The attribution's raw
+    shares come from the trace; closure % and conservation % are taken before any scaling, then
+    the shares are scaled by metered / trace energy so that they add up to the meter's figure.
+    """
     ok = table["status"] == "ok"
     n_ok = int(ok.sum())
+    window_j = window.total_j
+    span = (window.start_s, window.end_s)
+    devices = [d for d in window.energy_j if d in set(trace.devices)]
     starts, ends = table["sent_s"].to_numpy(), table["end_s"].to_numpy()
-    parts = attribute(trace, starts, ends, (0.0, window_s))
-    # the trace and the meter read the same source at slightly different instants
-    rel = parts.total_j / window_j - 1.0 if window_j > 0 else math.nan
-    scale = window_j / parts.total_j if parts.total_j > 0 else math.nan
+    parts = attribute(trace, starts, ends, span, devices)
+    check = checks(trace, parts, span, window_j, devices)
+    scale = check.scale
     per_request = parts.per_request_j * scale
     first = table["first_token_s"].to_numpy()
-    occupancy = decode_occupancy(first, ends, (0.0, window_s))
+    occupancy = decode_occupancy(first, ends, span)
     batch = max(1, round(occupancy)) if steady_batch == "auto" else int(steady_batch)
     tokens_ok = int(table.filter(ok)["output_tokens"].sum())
     steady = steady_state(
@@ -215,13 +228,14 @@ def energy_summary(
         np.where(ok.to_numpy(), ends, np.nan),
         [np.asarray(t) for t in table.filter(ok)["token_times_s"].to_list()],
         batch,
+        devices,
     )
-    # steady-state J is read off the trace; scale it onto the meter like the attribution
-    steady_j = steady.energy_j * scale
+    steady_j = steady.energy_j * scale  # read off the trace; scaled onto the meter as above
+    mask = ok.to_numpy()
     summary = {
         "window": {
             "energy_j": window_j,
-            "time_s": window_s,
+            "time_s": window.time_s,
             "completed_requests": n_ok,
             "j_per_request": window_j / n_ok if n_ok else math.nan,
             "output_tokens": tokens_ok,
@@ -235,30 +249,33 @@ def energy_summary(
             "decode_occupancy": occupancy,
             "start_s": steady.start_s,
             "end_s": steady.end_s,
+            "energy_raw_j": steady.energy_j,
             "energy_j": steady_j,
             "output_tokens": steady.output_tokens,
             "j_per_token": steady_j / steady.output_tokens if steady.output_tokens else math.nan,
         },
         "attribution": {
-            "requests_j": float(per_request.sum()),
-            "idle_j": parts.idle_j * scale,
-            "idle_s": parts.idle_s,
-            "sum_j": float(per_request.sum() + parts.idle_j * scale),
-            "window_energy_j": window_j,
-            "closure_rel": (float(per_request.sum() + parts.idle_j * scale) / window_j - 1.0)
-            if window_j > 0
-            else math.nan,
-            "trace_energy_j": parts.total_j,
-            "trace_vs_window_rel": rel,
-            "trace_closure_j": parts.closure_j,
-            "tolerance": tolerance,
-            "ok": bool(abs(rel) <= tolerance and abs(parts.closure_j) <= 1e-6 * max(1.0, window_j)),
-            "j_per_request_mean": float(per_request[ok.to_numpy()].mean()) if n_ok else math.nan,
             "method": "power split equally among requests in flight [sent, end); none in "
-            "flight = idle; scaled by window/trace energy",
+            "flight = idle; raw from the trace, scaled by metered / trace energy",
+            "devices": devices,
+            "metered_j": window_j,
+            "trace_j": check.trace_j,
+            "requests_raw_j": float(parts.per_request_j.sum()),
+            "idle_raw_j": parts.idle_j,
+            "shares_raw_j": parts.shares_j,
+            "closure_pct": check.closure_pct,
+            "conservation_pct": check.conservation_pct,
+            "tolerance_pct": 100.0 * tolerance,
+            "ok": check.within(100.0 * tolerance),
+            "scale": scale,
+            "requests_scaled_j": float(per_request.sum()),
+            "idle_scaled_j": parts.idle_j * scale,
+            "idle_s": parts.idle_s,
+            "j_per_request_raw": float(parts.per_request_j[mask].mean()) if n_ok else math.nan,
+            "j_per_request_scaled": float(per_request[mask].mean()) if n_ok else math.nan,
         },
     }
-    return summary, per_request
+    return summary, parts.per_request_j, per_request
 
 
 def load_summary(table: pl.DataFrame, window_s: float, exp: Experiment) -> dict[str, Any]:
@@ -297,6 +314,7 @@ def run_session(
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     server_spec = ServerSpec.from_dict(spec.server)
     m, load = spec.measurement, spec.load
+    check_meter(spec)  # before the server starts
     server = Server(
         server_spec, model_dir, spec.precision, spec.device, log_path or out_dir / "server.log"
     )
@@ -324,27 +342,26 @@ def run_session(
                 raise JoulebenchError(
                     f"warm-up request failed: {bad[0].error}; {server.log_tail()}"
                 )
-        meter = server_meter(m["meter"], spec.device, m["cpu_estimate"], server.pid)
-        reader = energy_reader(meter)
-        if reader is None:
-            raise JoulebenchError(f"meter '{meter.source}' gives no reading for a power trace")
+        meter = session_meter(spec, server.pid)
         try:
-            idle = _idle_baseline(meter, m["idle_s"])
+            baseline = idle_baseline(meter, m["idle_s"], key="idle-baseline")
+            idle = None if baseline is None else _idle_summary(baseline)
             for i, exp_dict in enumerate(spec.experiments):
                 exp = Experiment(**exp_dict)
                 log.info("[%d/%d] %s: %s", i + 1, len(spec.experiments), exp.id, exp.arrival)
-                record, table = _run_experiment(
-                    spec, exp, server, target, watchdog, tokenizer, meter, reader, idle
+                record, table, trace = _run_experiment(
+                    spec, exp, server, target, watchdog, tokenizer, meter, idle
                 )
                 record |= {
                     "server": server.describe(),
                     "session_started_at": started,
                     "provenance": provenance.collect([meter.describe()]),
                 }
-                stem = out_dir / exp.id
-                write_with(stem.with_suffix(".parquet"), table.write_parquet)
-                write_json(stem.with_suffix(".json"), record)
-                written.append(stem.with_suffix(".json"))
+                # ids may hold dots (`poisson_r0.5`): append suffixes, never replace one
+                write_with(out_dir / f"{exp.id}.parquet", table.write_parquet)
+                trace.save(out_dir / record["trace"]["file"])
+                write_json(out_dir / f"{exp.id}.json", record)
+                written.append(out_dir / f"{exp.id}.json")
                 _log_line(exp, record)
         finally:
             meter.close()
@@ -370,13 +387,41 @@ def server_failure(
     )
 
 
-def _idle_baseline(meter: Any, seconds: float) -> dict[str, Any] | None:
-    """Server up, nothing in flight: its power for ``seconds`` (None when 0)."""
-    if seconds <= 0:
-        return None
-    meter.begin_window("idle-baseline")
-    time.sleep(seconds)
-    w = meter.end_window("idle-baseline")
+def check_meter(spec: SessionSpec, key: str = "measurement.meter") -> list[str]:
+    """The meters the session will use; an estimate for an ``external`` server is refused."""
+    m = spec.measurement
+    names = resolve(m["meter"], spec.device, m.get("powercap_root"))
+    if spec.server["kind"] == "external" and not set(names) <= set(HARDWARE_METERS):
+        raise ConfigError(key, external_meter_reason(spec.server["name"], m["meter"], names))
+    return names
+
+
+def external_meter_reason(server: str, asked: Any, names: list[str]) -> str:
+    """Why the estimate cannot measure an ``external`` server (one line, for config errors)."""
+    how = f"'auto' resolves to {names} here, which is" if asked == "auto" else f"{asked} asks for"
+    return (
+        f"server '{server}' is external (it may run on another host), but {how} the CPU "
+        "estimate, which models this host's CPU time of a process it can see; measure it with "
+        f"a hardware meter of this host ({', '.join(HARDWARE_METERS)}) or use a server kind "
+        "that joulebench starts"
+    )
+
+
+def session_meter(spec: SessionSpec, server_pid: int | None) -> Meter:
+    """The session's meter: the benchmark's builder, its trace at ``trace_interval_s``."""
+    m = spec.measurement
+    return make_meter(
+        m["meter"],
+        spec.device,
+        m["cpu_estimate"],
+        sample_hz=1.0 / m["trace_interval_s"],
+        powercap_root=m.get("powercap_root"),
+        server_pid=server_pid,
+    )
+
+
+def _idle_summary(w: Measurement) -> dict[str, Any]:
+    """Server up, nothing in flight: its power over the idle baseline."""
     log.info("idle baseline: %.2f W over %.1f s (%s)", w.avg_power_w, w.time_s, w.source)
     return {"time_s": w.time_s, "energy_j": w.total_j, "power_w": w.avg_power_w}
 
@@ -388,14 +433,12 @@ def _run_experiment(
     target: loadgen.Target,
     watchdog: loadgen.Watchdog,
     tokenizer: Any,
-    meter: Any,
-    reader: Any,
+    meter: Meter,
     idle: dict[str, Any] | None,
-) -> tuple[dict[str, Any], pl.DataFrame]:
+) -> tuple[dict[str, Any], pl.DataFrame, PowerTrace]:
     m, load = spec.measurement, spec.load
     seed = load["seed"]
     requests = build_requests(exp, spec, tokenizer, seed)
-    sampler = TraceSampler(reader, m["trace_interval_s"], meter.source).start()
     key = f"load-{exp.id}"
     started = provenance.now_utc()
     cpu0 = time.process_time()
@@ -416,24 +459,29 @@ def _run_experiment(
         )
     except loadgen.LoadAborted as err:
         if windows:
-            meter.end_window(key)  # closed, and its reading thrown away
-        sampler.stop()
+            meter.cancel_window(key)
         raise server_failure(server, f"experiment {exp.id}", err.reason, err.results) from None
-    except BaseException:
-        sampler.stop()
-        raise
     window = meter.end_window(key)
     loadgen_cpu_s = time.process_time() - cpu0
-    trace = sampler.stop(origin=t0)
+    trace = meter.trace().between(window.start_s, window.end_s).shifted(t0)
     died = server.exit_reason()
     if died is not None:  # after the last answer, but the results cannot be trusted
         raise server_failure(server, f"experiment {exp.id}", died, results)
     table = loadgen.results_table(results)
-    energy, per_request = energy_summary(
-        table, trace, window.total_j, window.time_s, m["steady_batch"], m["attribution_tolerance"]
+    local = Measurement(
+        window.time_s,
+        window.energy_j,
+        window.source,
+        window.sources,
+        window.start_s - t0,
+        window.end_s - t0,
+    )
+    energy, raw, scaled = energy_summary(
+        table, trace, local, m["steady_batch"], m["attribution_tolerance"]
     )
     table = table.with_columns(
-        energy_attributed_j=pl.Series(per_request),
+        energy_attributed_raw_j=pl.Series(raw),
+        energy_attributed_scaled_j=pl.Series(scaled),
         meter_source=pl.lit(window.source),
         experiment=pl.lit(exp.id),
     )
@@ -442,6 +490,8 @@ def _run_experiment(
             "window_dynamic_j": window.total_j - idle["power_w"] * window.time_s
         }
     config = spec.to_dict() | {"experiments": None, "experiment": asdict(exp)}
+    meter_info = meter.describe()
+    external = spec.server["kind"] == "external"
     record = {
         "schema": RECORD_SCHEMA,
         "status": "ok",
@@ -449,26 +499,41 @@ def _run_experiment(
         "config_hash": provenance.config_hash(config),
         "config": config,
         "experiment": asdict(exp) | {"shaping_label": exp.shaping_spec.label},
-        "meter": meter.describe(),
+        "meter": meter_info,
         "meter_source": window.source,
+        "measured": {
+            "what": "this host's hardware (the external server may run elsewhere: its energy "
+            "is in these figures only if it runs on this host)"
+            if external
+            else "the host running the server joulebench started",
+            "server_may_run_elsewhere": external,
+        },
         "window": {
             "time_s": window.time_s,
             "energy_j": window.total_j,
             "energy_by_device_j": window.energy_j,
+            "sources": window.sources,
+            # the edges on the meters' clock (CLOCK_MONOTONIC, shared by every process here)
+            "clock": "time.perf_counter",
+            "start_s": window.start_s,
+            "end_s": window.end_s,
+            "load_start_s": t0,
         },
         "energy": energy,
         "latency": latency_summary(table),
         "load": load_summary(table, window.time_s, exp) | {"loadgen_cpu_s": loadgen_cpu_s},
         "trace": {
-            "source": trace.source,
+            "file": f"{exp.id}.trace.parquet",
+            "samples": len(trace),
             "interval_s": m["trace_interval_s"],
-            "t_s": trace.t.round(6).tolist(),
-            "energy_j": trace.energy_j.round(6).tolist(),
+            "devices": trace.devices,
+            "time_origin": "load start (window.load_start_s)",
+            "power_fields": meter_info.get("power_fields", {}),
         },
         "started_at": started,
         "finished_at": provenance.now_utc(),
     }
-    return record, table
+    return record, table, trace
 
 
 def _log_line(exp: Experiment, record: dict[str, Any]) -> None:
@@ -480,7 +545,7 @@ def _log_line(exp: Experiment, record: dict[str, Any]) -> None:
         ld["ok"],
         ld["requests"],
         e["window"]["j_per_request"],
-        e["attribution"]["j_per_request_mean"],
+        e["attribution"]["j_per_request_scaled"],
         e["steady_state"]["j_per_token"],
         lat["e2e_s_p50"],
         lat["e2e_s_p99"],
@@ -503,6 +568,7 @@ def session_specs(config: dict[str, Any]) -> list[SessionSpec]:
     measurement = {
         "meter": config["measurement"]["meter"],
         "cpu_estimate": copy.deepcopy(config["measurement"]["cpu_estimate"]),
+        "powercap_root": config["measurement"]["powercap_root"],
     } | {
         k: serving[k]
         for k in ("idle_s", "trace_interval_s", "steady_batch", "attribution_tolerance")

@@ -112,6 +112,13 @@ CHECKPOINT_PRECISIONS = "|".join(
 ON_LOAD_PRECISIONS = "|".join(
     re.escape(p.name) for p in PRECISIONS.values() if not p.writes_checkpoint
 )
+#: The serving experiments' ids, as a wildcard pattern (ids may hold dots: `poisson_r0.5`).
+EXPERIMENT_IDS = (
+    "|".join(
+        re.escape(e["id"]) for s in list(SESSIONS.values())[:1] for e in s.experiments
+    )
+    or "(?!)"
+)
 
 
 wildcard_constraints:
@@ -122,6 +129,7 @@ wildcard_constraints:
     figure="|".join(FIGURES),
     serving_figure="|".join(SERVING_FIGURES),
     server=r"[A-Za-z0-9._-]+",
+    experiment=EXPERIMENT_IDS,
 
 
 def model_spec_json(wildcards):
@@ -219,6 +227,12 @@ def final_outputs():
         outputs += expand(
             "results/plots/{figure}.{ext}",
             figure=SERVING_FIGURES,
+            ext=["html", "png", "svg"],
+        )
+        outputs += expand(
+            "results/plots/serving_power/{session}/{experiment}.{ext}",
+            session=SESSIONS,
+            experiment=serving_experiments(),
             ext=["html", "png", "svg"],
         )
     return outputs

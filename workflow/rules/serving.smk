@@ -1,6 +1,12 @@
 # Stage 3b: one serving session per (model, precision, server): start the server, run every
-# arrival pattern × rate on it (one meter window per load phase), stop it. Server log beside.
-# Resources as for benchmarks (the server holds the GPU for the whole session).
+# arrival pattern × rate on it (one meter window per load phase), stop it. Per experiment: the
+# record, the request table and the meter's power trace; the server log beside them.
+# Resources as for benchmarks (the server holds the GPU for the whole session). Then one
+# power-over-time figure per experiment, with the requests in flight under it.
+
+
+localrules:
+    plot_serving_power,
 
 
 rule serve:
@@ -9,6 +15,7 @@ rule serve:
     output:
         records=serving_outputs("json"),
         tables=serving_outputs("parquet"),
+        traces=serving_outputs("trace.parquet"),
         server_log="results/serving/{model}/{precision}/{server}/server.log",
     log:
         "logs/serving/{model}/{precision}/{server}.log",
@@ -31,4 +38,37 @@ rule serve:
             spec_json=params.spec,
             out_dir=params.out_dir,
             server_log=output.server_log,
+        )
+
+
+rule plot_serving_power:
+    input:
+        record="results/serving/{model}/{precision}/{server}/{experiment}.json",
+        table="results/serving/{model}/{precision}/{server}/{experiment}.parquet",
+        trace="results/serving/{model}/{precision}/{server}/{experiment}.trace.parquet",
+    output:
+        html=report(
+            "results/plots/serving_power/{model}/{precision}/{server}/{experiment}.html",
+            caption="../report/serving_power.rst",
+            category="Power traces",
+            labels={
+                "experiment": "{model}/{precision}/{server}/{experiment}",
+                "format": "interactive",
+            },
+        ),
+        png="results/plots/serving_power/{model}/{precision}/{server}/{experiment}.png",
+        svg="results/plots/serving_power/{model}/{precision}/{server}/{experiment}.svg",
+    log:
+        "logs/plots/serving_power/{model}/{precision}/{server}/{experiment}.log",
+    params:
+        stem=lambda wildcards, output: output.html.removesuffix(".html"),
+        code=CODE["plot-serving"],
+    run:
+        joulebench(
+            "plot-serving-power",
+            log[0],
+            input.record,
+            trace=input.trace,
+            table=input.table,
+            out_stem=params.stem,
         )

@@ -1,7 +1,8 @@
 """A background thread that samples a sensor at a fixed rate into a power trace.
 
 The sampler knows nothing about hardware: a meter hands it ``read(t)``, which returns one trace
-row per device for time ``t`` (``time.perf_counter``, the clock the windows use). Ticks are kept
+row per device for time ``t`` (``time.perf_counter`` unless a clock is injected: the clock the
+windows use). It is the only thing in joulebench that samples power. Ticks are kept
 on an absolute schedule (no drift); a tick that comes late is taken once, not caught up. A
 sensor error ends the thread and is raised, with its cause, to whoever asks for the trace next:
 it is never swallowed.
@@ -9,13 +10,14 @@ it is never swallowed.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from joulebench.energy.trace import PowerTrace, frame
 from joulebench.errors import MeterError
-from joulebench.trace import PowerTrace, frame
 
 Reader = Callable[[float], list[dict[str, Any]]]
 
@@ -23,11 +25,18 @@ Reader = Callable[[float], list[dict[str, Any]]]
 class Sampler:
     """Sample ``read`` every ``1/hz`` seconds on a daemon thread between start() and stop()."""
 
-    def __init__(self, read: Reader, hz: float, name: str = "sampler") -> None:
+    def __init__(
+        self,
+        read: Reader,
+        hz: float,
+        name: str = "sampler",
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         if not 0 < hz <= 1000:
             raise MeterError(f"sample rate must be in (0, 1000] Hz, got {hz}")
         self.hz = float(hz)
         self.name = name
+        self.clock = clock
         self._read = read
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -36,6 +45,8 @@ class Sampler:
         self._error: BaseException | None = None
         self.ticks = 0
         self.late_ticks = 0
+        self.started_s = math.nan
+        self.stopped_s = math.nan
         self.thread_cpu_s = 0.0
 
     @property
@@ -45,6 +56,7 @@ class Sampler:
     def start(self) -> None:
         if self._thread is not None:
             raise MeterError(f"{self.name} was already started")
+        self.started_s = self.clock()
         self.sample_now()
         self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
@@ -52,7 +64,7 @@ class Sampler:
     def sample_now(self) -> None:
         """Take one sample on the calling thread (e.g. at a window edge)."""
         with self._lock:
-            t = time.perf_counter()
+            t = self.clock()
             rows = self._read(t)
             for row in rows:
                 row["t_s"] = t
@@ -60,13 +72,13 @@ class Sampler:
 
     def _loop(self) -> None:
         period = 1.0 / self.hz
-        next_t = time.perf_counter() + period
+        next_t = self.started_s + period
         try:
-            while not self._stop.wait(max(0.0, next_t - time.perf_counter())):
+            while not self._stop.wait(max(0.0, next_t - self.clock())):
                 self.sample_now()
                 self.ticks += 1
                 next_t += period
-                now = time.perf_counter()
+                now = self.clock()
                 if now > next_t:  # fell behind: skip the missed ticks, keep the grid
                     missed = int((now - next_t) / period) + 1
                     self.late_ticks += missed
@@ -85,6 +97,7 @@ class Sampler:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
+            self.stopped_s = self.clock()
         self._check()
         if self._thread is not None and self._rows:
             self.sample_now()

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from joulebench.energy.base import Clock, Measurement, Windows
+from joulebench.energy.sampler import Sampler
+from joulebench.energy.trace import PowerTrace
 from joulebench.errors import MeterError
-from joulebench.meters import Measurement, _Windows
-from joulebench.sampler import Sampler
-from joulebench.trace import PowerTrace
 
 DEFAULT_ROOT = "/sys/class/powercap"
 _DIR = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")
@@ -62,8 +63,8 @@ class RaplDomain:
 
     def read_j(self) -> float:
         """Energy in J since the first read, with wraparounds added back."""
-        raw = self._read("energy_uj")
-        with self._lock:
+        with self._lock:  # read under the lock too: an older reading after a newer is no wrap
+            raw = self._read("energy_uj")
             if self._last_raw is not None:
                 delta = raw - self._last_raw
                 if delta < 0:  # the counter wrapped past max_energy_range_uj
@@ -112,22 +113,32 @@ class RaplMeter:
 
     source = "rapl"
 
-    def __init__(self, root: str | Path = DEFAULT_ROOT, sample_hz: float = 0.0) -> None:
+    def __init__(
+        self,
+        root: str | Path = DEFAULT_ROOT,
+        sample_hz: float = 0.0,
+        clock: Clock = time.perf_counter,
+    ) -> None:
         self.root = Path(root)
         self.domains = discover(self.root)
         for domain in self.domains:
             domain.read_j()  # an unreadable counter fails here, before any measurement
-        self._windows = _Windows()
+        self._windows = Windows(clock)
         self._last: dict[str, tuple[float, float]] = {}
         self._sampler = None
         if sample_hz and self.domains:
-            self._sampler = Sampler(self._sample, sample_hz, "rapl-sampler")
+            self._sampler = Sampler(self._sample, sample_hz, "rapl-sampler", clock)
             self._sampler.start()
 
     @classmethod
-    def require(cls, root: str | Path = DEFAULT_ROOT, sample_hz: float = 0.0) -> RaplMeter:
+    def require(
+        cls,
+        root: str | Path = DEFAULT_ROOT,
+        sample_hz: float = 0.0,
+        clock: Clock = time.perf_counter,
+    ) -> RaplMeter:
         """A RAPL meter that has at least one domain, else a clear error."""
-        meter = cls(root, sample_hz)
+        meter = cls(root, sample_hz, clock)
         if not meter.domains:
             raise MeterError(
                 f"meter 'rapl': no intel-rapl package or dram domain under {root} (this machine "
@@ -161,15 +172,22 @@ class RaplMeter:
         return rows
 
     def begin_window(self, key: str) -> None:
+        if self._sampler:
+            self._sampler.sample_now()
         self._windows.begin(key, self._read())
 
     def end_window(self, key: str) -> Measurement:
         now = self._read()
         start_t, end_t, start = self._windows.end(key)
+        if self._sampler:
+            self._sampler.sample_now()
         energy = {k: now[k] - start[k] for k in now}
         return Measurement(
             end_t - start_t, energy, self.source, dict.fromkeys(energy, self.source), start_t, end_t
         )
+
+    def cancel_window(self, key: str) -> None:
+        self._windows.cancel(key)
 
     def trace(self) -> PowerTrace:
         return self._sampler.trace() if self._sampler else PowerTrace.empty()

@@ -1,72 +1,54 @@
 """Energy per request, three ways, as pure functions over a power trace and request intervals.
 
-1. window: the load window's energy / completed requests (the seed study's way);
+1. window: the load window's metered energy / completed requests (the seed study's way);
 2. steady state: J/token between the moment the system is full (B requests have their first
    token) and the moment it starts to drain (N − B requests have ended) — ML.ENERGY's way;
 3. attribution: each instant's power split equally among the requests in flight at that
-   instant; instants with none in flight are booked as idle. The parts sum to the trace's energy.
+   instant; instants with none in flight are booked as idle.
 
-A trace is a cumulative energy curve sampled at times ``t`` (J at each sample), so power is
-piecewise constant between samples and every integral telescopes exactly. Any sampler that can
-read cumulative energy (an energy counter, or a power reading integrated) can feed it.
+The trace is the meters' one :class:`~joulebench.energy.trace.PowerTrace` (every device summed);
+its out-of-range rule holds here too: an interval the trace does not cover is NaN, never
+extrapolated. Two checks are recorded *before* any scaling, and both can fail:
+
+- closure % = 100 · (Σ request shares + idle share − metered) / metered: what the attribution
+  split, against the meter's window energy;
+- conservation % = 100 · (trace integral − metered) / metered: the trace, integrated on its own,
+  against the meter.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
+from joulebench.energy.trace import PowerTrace
 
-@dataclass(frozen=True)
-class PowerTrace:
-    """Cumulative energy ``energy_j[i]`` at time ``t[i]`` (s, increasing), with its source."""
 
-    t: np.ndarray
-    energy_j: np.ndarray
-    source: str
-
-    def __post_init__(self) -> None:
-        if self.t.shape != self.energy_j.shape or self.t.size < 2:
-            raise ValueError("a power trace needs at least two (time, energy) samples")
-        if np.any(np.diff(self.t) <= 0):
-            raise ValueError("power trace times must increase strictly")
-
-    @classmethod
-    def from_power(cls, t: np.ndarray, watts: np.ndarray, source: str) -> PowerTrace:
-        """From power samples, ``watts[i]`` being the mean power over ``(t[i-1], t[i]]``."""
-        t = np.asarray(t, dtype=float)
-        w = np.asarray(watts, dtype=float)
-        energy = np.concatenate([[0.0], np.cumsum(w[1:] * np.diff(t))])
-        return cls(t, energy, source)
-
-    @property
-    def watts(self) -> np.ndarray:
-        """Mean power over each interval between samples (one fewer than samples)."""
-        return np.diff(self.energy_j) / np.diff(self.t)
-
-    def energy_at(self, when: np.ndarray | float) -> np.ndarray:
-        """Cumulative energy at ``when`` (linear between samples; clamped to the trace)."""
-        return np.interp(when, self.t, self.energy_j)
-
-    def energy_between(self, start: float, end: float) -> float:
-        return float(self.energy_at(end) - self.energy_at(start))
+def _cumulative(
+    trace: PowerTrace, origin: float, at: np.ndarray, devices: Iterable[str] | None
+) -> np.ndarray:
+    """Energy of every device summed, from ``origin`` to each time in ``at`` (NaN uncovered)."""
+    per_device = trace.energy(np.full(at.shape, origin), at, devices)
+    if not per_device:
+        return np.full(at.shape, math.nan)
+    return np.sum(list(per_device.values()), axis=0)
 
 
 @dataclass(frozen=True)
 class Attribution:
-    """Each request's share of the window's energy, the idle part, and their total."""
+    """Each request's share of the trace's energy in a window, the idle part, unscaled."""
 
     per_request_j: np.ndarray
     idle_j: float
-    total_j: float
     idle_s: float
 
     @property
-    def closure_j(self) -> float:
-        """requests + idle − total: zero up to rounding (the check that nothing is lost)."""
-        return float(self.per_request_j.sum() + self.idle_j - self.total_j)
+    def shares_j(self) -> float:
+        """Requests + idle: what the attribution split."""
+        return float(self.per_request_j.sum() + self.idle_j)
 
 
 def attribute(
@@ -74,6 +56,7 @@ def attribute(
     starts: np.ndarray,
     ends: np.ndarray,
     window: tuple[float, float],
+    devices: Iterable[str] | None = None,
 ) -> Attribution:
     """Split the trace's energy in ``window`` among requests in flight over ``[start, end)``."""
     starts = np.clip(np.asarray(starts, dtype=float), *window)
@@ -81,9 +64,9 @@ def attribute(
     if np.any(ends < starts):
         raise ValueError("a request ends before it starts")
     a, b = window
-    inside = trace.t[(trace.t > a) & (trace.t < b)]
-    bounds = np.unique(np.concatenate([[a, b], inside, starts, ends]))
-    seg_j = np.diff(trace.energy_at(bounds))
+    devices = list(devices) if devices is not None else None
+    bounds = np.unique(np.concatenate([[a, b], starts, ends]))
+    seg_j = np.diff(_cumulative(trace, a, bounds, devices))
     mid = (bounds[:-1] + bounds[1:]) / 2
     in_flight = np.searchsorted(np.sort(starts), mid, side="right") - np.searchsorted(
         np.sort(ends), mid, side="right"
@@ -97,9 +80,53 @@ def attribute(
     return Attribution(
         per_request_j=per_request,
         idle_j=float(seg_j[idle].sum()),
-        total_j=trace.energy_between(a, b),
         idle_s=float(np.diff(bounds)[idle].sum()),
     )
+
+
+def _pct(value: float, reference: float) -> float:
+    return 100.0 * (value - reference) / reference if reference > 0 else math.nan
+
+
+@dataclass(frozen=True)
+class Checks:
+    """The attribution and the trace against the meter, before any scaling."""
+
+    metered_j: float
+    trace_j: float
+    shares_j: float
+
+    @property
+    def closure_pct(self) -> float:
+        return _pct(self.shares_j, self.metered_j)
+
+    @property
+    def conservation_pct(self) -> float:
+        return _pct(self.trace_j, self.metered_j)
+
+    @property
+    def scale(self) -> float:
+        """metered / trace: what puts trace-derived energies onto the meter's figure."""
+        return self.metered_j / self.trace_j if self.trace_j > 0 else math.nan
+
+    def within(self, tolerance_pct: float) -> bool:
+        """Both checks finite and within ``tolerance_pct``."""
+        return all(
+            math.isfinite(v) and abs(v) <= tolerance_pct
+            for v in (self.closure_pct, self.conservation_pct)
+        )
+
+
+def checks(
+    trace: PowerTrace,
+    parts: Attribution,
+    window: tuple[float, float],
+    metered_j: float,
+    devices: Iterable[str] | None = None,
+) -> Checks:
+    """Closure and conservation of one window; the trace integral is taken on its own."""
+    trace_j = trace.total_energy([window[0]], [window[1]], devices)
+    return Checks(metered_j=metered_j, trace_j=trace_j, shares_j=parts.shares_j)
 
 
 def decode_occupancy(first: np.ndarray, ends: np.ndarray, window: tuple[float, float]) -> float:
@@ -135,6 +162,7 @@ def steady_state(
     ends: np.ndarray,
     token_times: list[np.ndarray],
     batch: int,
+    devices: Iterable[str] | None = None,
 ) -> SteadyState:
     """From the B-th first token to the (N − B)-th end: the system full, before it drains."""
     first_sorted = np.sort(first[np.isfinite(first)])
@@ -146,4 +174,5 @@ def steady_state(
     if not end > start:
         return SteadyState(batch, start, end, math.nan, 0)
     tokens = sum(int(((t > start) & (t <= end)).sum()) for t in token_times)
-    return SteadyState(batch, start, end, trace.energy_between(start, end), tokens)
+    energy = trace.total_energy([start], [end], devices)
+    return SteadyState(batch, start, end, energy, tokens)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from joulebench.atomic import write_with
+
 INTERPOLATIONS = ("instant", "interval")
 
 #: Columns of every trace table; sensors that lack a quantity leave it null.
@@ -78,6 +80,14 @@ class PowerTrace:
         """The same trace with ``origin`` subtracted from every time (for saving and plots)."""
         return PowerTrace(self.samples.with_columns(pl.col("t_s") - origin))
 
+    def between(self, start: float, end: float) -> PowerTrace:
+        """The samples that cover ``[start, end]``: per device, from its last sample at or before
+        ``start`` to its first at or after ``end`` (so the slice integrates the interval)."""
+        t = pl.col("t_s")
+        lo = t.filter(t <= start).max().over("device").fill_null(-math.inf)
+        hi = t.filter(t >= end).min().over("device").fill_null(math.inf)
+        return PowerTrace(self.samples.filter((t >= lo) & (t <= hi)))
+
     def device_arrays(self, device: str) -> tuple[np.ndarray, np.ndarray, str]:
         """Times, power and interpolation of one device, sorted by time, null power dropped."""
         d = self.samples.filter(pl.col("device") == device).sort("t_s")
@@ -118,8 +128,6 @@ class PowerTrace:
 
     def save(self, path: str | Path) -> None:
         """Write the trace as parquet, atomically."""
-        from joulebench.atomic import write_with
-
         write_with(path, self.samples.write_parquet)
 
     @classmethod
