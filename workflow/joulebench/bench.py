@@ -28,6 +28,7 @@ from joulebench.config import BenchSpec
 from joulebench.energy import Meter, PowerTrace, idle_baseline, make_meter
 from joulebench.engines import Engine, EngineOptions, make_engine
 from joulebench.errors import UnsupportedError
+from joulebench.hostcpu import host_cpu
 from joulebench.memory import (
     InfeasibleError,
     available_bytes,
@@ -291,6 +292,7 @@ def run(
     m = spec.measurement
     started = provenance.now_utc()
     n_threads = m["threads"] or threads or 0
+    log.info("%s on CPU %s", spec.config_id, host_cpu().summary())
     try:
         engine = make_engine(
             spec.engine,
