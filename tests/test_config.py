@@ -51,6 +51,34 @@ def test_expand_is_the_full_product() -> None:
     assert len(ids) == len(specs)
 
 
+def test_a_model_narrows_its_precisions_and_batch_sizes() -> None:
+    cfg = copy.deepcopy(BASE)
+    cfg["models"].append(
+        {"name": "big", "source": "synthetic", "architecture": "tiny-llama", "precisions": ["bf16"]}
+    )
+    cfg["models"][1]["batch_sizes"] = [4]
+    ids = {s.config_id for s in config.expand(config.validate(cfg))}
+    tiny = {
+        f"tiny/{p}/transformers/bs{b}_in16_out{o}"
+        for p in ("fp32", "bf16")
+        for b in (1, 4)
+        for o in (8, 16)
+    }
+    big = {"big/bf16/transformers/bs4_in16_out8", "big/bf16/transformers/bs4_in16_out16"}
+    assert ids == tiny | big
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "bad"),
+    [("precisions", ["bf16", "fp16"], "fp16"), ("batch_sizes", [4, 8], "8")],
+)
+def test_a_model_may_not_widen_the_matrix(key: str, value: list[Any], bad: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.validate(with_change(f"models.0.{key}", value))
+    assert err.value.key == f"models[0].{key}[1]"
+    assert f"'{bad}' is not in the study's {key}" in str(err.value)
+
+
 def test_spec_round_trips_through_dict() -> None:
     spec = config.expand(config.validate(copy.deepcopy(BASE)))[0]
     assert config.BenchSpec.from_dict(spec.to_dict()) == spec
