@@ -202,3 +202,18 @@ def test_meter_may_be_one_name_or_a_list() -> None:
     cfg = config.validate(with_change("measurement.meter", ["nvml", "rapl"]))
     assert cfg["measurement"]["meter"] == ["nvml", "rapl"]
     assert config.expand(cfg)[0].measurement["meter"] == ["nvml", "rapl"]
+
+
+def test_image_figures_need_the_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "renderer_available", lambda: False)
+    with pytest.raises(ConfigError) as err:
+        config.validate(copy.deepcopy(BASE))
+    assert err.value.key == "figure_formats"
+    assert "png and svg need vl-convert-python" in str(err.value)
+    assert config.validate(with_change("figure_formats", ["html"]))["figure_formats"] == ["html"]
+
+
+def test_figure_formats_must_hold_html() -> None:
+    with pytest.raises(ConfigError) as err:
+        config.validate(with_change("figure_formats", ["png"]))
+    assert err.value.key == "figure_formats"

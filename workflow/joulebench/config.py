@@ -7,6 +7,7 @@ the CLI both call it, so a configuration value reaches the engine by one road.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -115,6 +116,13 @@ def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
             )
     if config.get("serving"):
         _check_serving(config, base_dir)
+    images = [f for f in config["figure_formats"] if f != "html"]
+    if images and not renderer_available():
+        raise ConfigError(
+            "figure_formats",
+            f"{' and '.join(images)} need vl-convert-python, which is not installed here; "
+            "install it or set figure_formats: [html]",
+        )
 
 
 def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
@@ -228,6 +236,11 @@ def _check_prequantized_models(config: dict[str, Any]) -> None:
 
 #: Matrix lists a `models:` entry may narrow for itself (e.g. a large model in bf16 only).
 NARROWABLE = ("precisions", "batch_sizes")
+
+
+def renderer_available() -> bool:
+    """Whether vl-convert-python, altair's PNG/SVG renderer (and HTML inliner), is importable."""
+    return importlib.util.find_spec("vl_convert") is not None
 
 
 def _check_narrowing(config: dict[str, Any], model: dict[str, Any], key: str) -> None:

@@ -45,6 +45,26 @@ CODE = {
     )
 }
 
+#: Files written per figure (`figure_formats`); the figure rules declare only these outputs.
+FIGURE_FORMATS = CONFIG["figure_formats"]
+
+
+def figure_images(stem, caption=None, category=None, labels=None):
+    """The png/svg outputs of a figure rule that the config asks for, keyed by format; the png
+    carries the report entry (``caption``, ``category``, ``labels``) when a caption is given.
+    """
+    images = {}
+    if "png" in FIGURE_FORMATS:
+        images["png"] = f"{stem}.png"
+        if caption:
+            images["png"] = report(
+                images["png"], caption=caption, category=category, labels=labels
+            )
+    if "svg" in FIGURE_FORMATS:
+        images["svg"] = f"{stem}.svg"
+    return images
+
+
 #: GPUs per serving job: one on a `device: cuda` study, none otherwise (`auto` asks for none,
 #: so a cluster never spends GPU hours on a maybe). Profiles pick the scheduler's spelling
 #: (`gpu`/`gpu_model` → --gpus, or `gres`), see profiles/slurm.
@@ -190,13 +210,11 @@ def findings_inputs(wildcards):
 
 
 def final_outputs():
-    plots = expand(
-        "results/plots/{figure}.{ext}", figure=FIGURES, ext=["html", "png", "svg"]
-    )
+    plots = expand("results/plots/{figure}.{ext}", figure=FIGURES, ext=FIGURE_FORMATS)
     plots += expand(
         "results/plots/power/{config_id}.{ext}",
         config_id=SPECS,
-        ext=["html", "png", "svg"],
+        ext=FIGURE_FORMATS,
     )
     outputs = [
         "results/tables/measurements.parquet",
@@ -212,13 +230,13 @@ def final_outputs():
         outputs += expand(
             "results/plots/{figure}.{ext}",
             figure=SERVING_FIGURES,
-            ext=["html", "png", "svg"],
+            ext=FIGURE_FORMATS,
         )
         outputs += expand(
             "results/plots/serving_power/{session}/{experiment}.{ext}",
             session=SESSIONS,
             experiment=serving_experiments(),
-            ext=["html", "png", "svg"],
+            ext=FIGURE_FORMATS,
         )
     return outputs
 

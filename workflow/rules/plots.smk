@@ -12,19 +12,18 @@ rule plot:
     input:
         "results/tables/summary.parquet",
     output:
+        **figure_images(
+            "results/plots/{figure}",
+            caption="../report/figure.rst",
+            category="Figures",
+            labels={"figure": "{figure}", "format": "image"},
+        ),
         html=report(
             "results/plots/{figure}.html",
             caption="../report/figure.rst",
             category="Figures",
             labels={"figure": "{figure}", "format": "interactive"},
         ),
-        png=report(
-            "results/plots/{figure}.png",
-            caption="../report/figure.rst",
-            category="Figures",
-            labels={"figure": "{figure}", "format": "image"},
-        ),
-        svg="results/plots/{figure}.svg",
     log:
         "logs/plots/{figure}.log",
     params:
@@ -37,6 +36,7 @@ rule plot:
             wildcards.figure,
             summary=input[0],
             out_stem=params.stem,
+            formats=",".join(FIGURE_FORMATS),
         )
 
 
@@ -45,6 +45,7 @@ rule plot_power:
         record="results/records/{model}/{precision}/{engine}/{point}.json",
         trace="results/records/{model}/{precision}/{engine}/{point}.trace.parquet",
     output:
+        **figure_images("results/plots/power/{model}/{precision}/{engine}/{point}"),
         html=report(
             "results/plots/power/{model}/{precision}/{engine}/{point}.html",
             caption="../report/power.rst",
@@ -54,8 +55,6 @@ rule plot_power:
                 "format": "interactive",
             },
         ),
-        png="results/plots/power/{model}/{precision}/{engine}/{point}.png",
-        svg="results/plots/power/{model}/{precision}/{engine}/{point}.svg",
     log:
         "logs/plots/power/{model}/{precision}/{engine}/{point}.log",
     params:
@@ -68,6 +67,7 @@ rule plot_power:
             input.record,
             trace=input.trace,
             out_stem=params.stem,
+            formats=",".join(FIGURE_FORMATS),
         )
 
 
@@ -75,19 +75,18 @@ rule plot_serving:
     input:
         "results/tables/serving.parquet",
     output:
+        **figure_images(
+            "results/plots/{serving_figure}",
+            caption="../report/serving.rst",
+            category="Figures",
+            labels={"figure": "{serving_figure}", "format": "image"},
+        ),
         html=report(
             "results/plots/{serving_figure}.html",
             caption="../report/serving.rst",
             category="Figures",
             labels={"figure": "{serving_figure}", "format": "interactive"},
         ),
-        png=report(
-            "results/plots/{serving_figure}.png",
-            caption="../report/serving.rst",
-            category="Figures",
-            labels={"figure": "{serving_figure}", "format": "image"},
-        ),
-        svg="results/plots/{serving_figure}.svg",
     log:
         "logs/plots/{serving_figure}.log",
     params:
@@ -100,4 +99,5 @@ rule plot_serving:
             wildcards.serving_figure,
             table=input[0],
             out_stem=params.stem,
+            formats=",".join(FIGURE_FORMATS),
         )

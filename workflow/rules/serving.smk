@@ -47,6 +47,9 @@ rule plot_serving_power:
         table="results/serving/{model}/{precision}/{server}/{experiment}.parquet",
         trace="results/serving/{model}/{precision}/{server}/{experiment}.trace.parquet",
     output:
+        **figure_images(
+            "results/plots/serving_power/{model}/{precision}/{server}/{experiment}"
+        ),
         html=report(
             "results/plots/serving_power/{model}/{precision}/{server}/{experiment}.html",
             caption="../report/serving_power.rst",
@@ -56,8 +59,6 @@ rule plot_serving_power:
                 "format": "interactive",
             },
         ),
-        png="results/plots/serving_power/{model}/{precision}/{server}/{experiment}.png",
-        svg="results/plots/serving_power/{model}/{precision}/{server}/{experiment}.svg",
     log:
         "logs/plots/serving_power/{model}/{precision}/{server}/{experiment}.log",
     params:
@@ -71,4 +72,5 @@ rule plot_serving_power:
             trace=input.trace,
             table=input.table,
             out_stem=params.stem,
+            formats=",".join(FIGURE_FORMATS),
         )
