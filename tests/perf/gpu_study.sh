@@ -40,11 +40,14 @@ if [[ $DRY -eq 1 ]]; then
     CROSS_ARGS=(--device cpu --zeus off --batch-sizes 2 --targets 0.3 1.0 --repeats 1
         --input-len 16)
     # the tests' fake GPU: counters that follow a square wave on the shared monotonic clock
+    # (a caller may describe its own in JOULEBENCH_FAKE_NVML, as tests/test_gpu_study.py does)
     eval "$("$PY" - "$REPO/tests" <<'EOF'
-import shlex, sys
+import json, os, shlex, sys
 sys.path.insert(0, sys.argv[1])
-from fakehw import SquareWave, fake_nvml_env
-for key, value in fake_nvml_env([SquareWave(120.0, 380.0, 0.4)]).items():
+from fakehw import FAKE_NVML_ENV, SquareWave, fake_nvml_env
+spec = os.environ.get(FAKE_NVML_ENV)
+waves = [SquareWave(*p) for p in json.loads(spec)["profiles"]] if spec else []
+for key, value in fake_nvml_env(waves or [SquareWave(120.0, 380.0, 0.4)]).items():
     print(f"export {key}={shlex.quote(value)}")
 EOF
 )"

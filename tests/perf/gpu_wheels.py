@@ -38,6 +38,26 @@ BNB_KEEP = re.compile(r"libbitsandbytes_cuda13\d\.so$")
 LZMA = ("polars_runtime_32", "bitsandbytes", "sqlalchemy", "pydantic_core")
 
 
+#: Python packages the GPU node's image already holds, as far as joulebench's stack needs them
+#: (the device notes' KINDS.md, nvidia-h200).
+NODE_HAS = frozenset(
+    (
+        "accelerate", "aiohttp", "anyio", "certifi", "charset-normalizer", "filelock", "fsspec",
+        "h11", "hf-xet", "httpcore", "httpx", "huggingface-hub", "idna", "jinja2", "markupsafe",
+        "numpy", "nvidia-ml-py", "packaging", "pandas", "psutil", "pyarrow", "pyyaml", "regex",
+        "requests", "rich", "safetensors", "scikit-learn", "tabulate", "tokenizers", "torch",
+        "tqdm", "transformers", "typing-extensions", "urllib3",
+    )
+)  # fmt: skip
+#: joulebench dependencies deliberately not carried, and why.
+LEFT_OUT = {
+    "vl-convert-python": "PNG/SVG renderer, ~30 MB: the check writes HTML figures only",
+    "pulp": "16 MB of CBC binaries (Snakemake's ILP scheduler); the check runs --scheduler greedy",
+    "compressed-tensors": "the ct-* variants, not in the GPU check",
+    "snakemake-executor-plugin-slurm": "the check runs Snakemake locally",
+}
+
+
 def requirements(path: Path = LIST) -> list[str]:
     """The pinned ``name==version`` lines of the wheel list."""
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
