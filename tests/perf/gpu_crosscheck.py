@@ -152,6 +152,14 @@ def print_table(rows: list[dict[str, Any]], zeus: bool) -> None:
         print(line)
 
 
+def zeus_energy(monitor: Any, key: str) -> float:
+    """Zeus's energy of GPU 0 over window ``key`` (an error if Zeus did not measure that GPU)."""
+    gpu_energy = monitor.end_window(key).gpu_energy
+    if 0 not in gpu_energy:
+        raise RuntimeError(f"Zeus measured no GPU 0 (it measured {sorted(gpu_energy)})")
+    return float(gpu_energy[0])
+
+
 def measure(args: argparse.Namespace) -> int:
     import torch
     from joulebench.energy import make_meter
@@ -203,7 +211,7 @@ def measure(args: argparse.Namespace) -> int:
                     meter.begin_window(key)
                     engine.generate(inputs, new_tokens)
                     m = meter.end_window(key)
-                    zeus_j = zeus_mon.end_window(key).gpu_energy[0] if zeus_mon else math.nan
+                    zeus_j = zeus_energy(zeus_mon, key) if zeus_mon else math.nan
                     rows.append(
                         {
                             "window": key,

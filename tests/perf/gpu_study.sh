@@ -89,7 +89,7 @@ EOF
 
 SM=("$PY" -m snakemake -s "$REPO/Snakefile" -d "$WORK" --configfile "$CONFIG"
     --cores "$CORES" --resources gpu=1 --set-threads "benchmark=$BENCH_THREADS"
-    --quiet rules --scheduler greedy --rerun-incomplete --nolock)
+    --quiet rules --scheduler greedy --rerun-incomplete --keep-going --nolock)
 STATUS=0
 
 stage "the 1B model (the DAG's prepare_model), for the cross-check"
