@@ -25,6 +25,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 sys.path.insert(0, str(REPO / "tests" / "perf"))
+import gpu_crosscheck
 import gpu_wheels
 
 GPU_CHECK = REPO / "config" / "gpu-check.yaml"
@@ -89,6 +90,39 @@ def test_wheel_list_holds_the_pins_and_their_needs() -> None:
         assert name in wanted or name in on_node or name in left_out, f"{name} is not carried"
         if name in wanted:
             todo += [Requirement(r) for r in metadata.requires(name) or []]
+
+
+def window(seconds: float, **diffs: float) -> dict[str, float]:
+    return {"time_s": seconds, **{f"d_{k}_pct": v for k, v in diffs.items()}}
+
+
+def test_cross_check_targets() -> None:
+    met = [window(1.5, zeus=1.0, oop=-1.5), window(2.0, zeus=-4.9, oop=0.5), window(0.2, zeus=40)]
+    assert gpu_crosscheck.verdict(met, ["zeus", "oop"], 1.0) == []
+    one_far = [*met, window(1.0, zeus=5.5, oop=0.0)]
+    assert gpu_crosscheck.verdict(one_far, ["zeus"], 1.0) == [
+        "zeus: a >= 1 s window differs by +5.50%"
+    ]
+    shifted = [window(1.2, oop=2.5), window(1.3, oop=2.1), window(1.4, oop=-1.0)]
+    assert gpu_crosscheck.verdict(shifted, ["oop"], 1.0) == [
+        "oop: median difference +2.10% is beyond ±2%"
+    ]
+    assert gpu_crosscheck.verdict([window(0.5, oop=0.0)], ["oop"], 1.0) == [
+        "oop: no window lasted >= 1 s"
+    ]
+
+
+def test_out_of_process_counter_and_power_over_a_window() -> None:
+    ts = [0.0, 0.1, 0.2, 0.3]
+    energy = [10.0, 12.0, 16.0, 16.5]
+    assert gpu_crosscheck.interpolate(ts, energy, 0.15) == pytest.approx(14.0)
+    assert gpu_crosscheck.interpolate(ts, energy, 0.3) == pytest.approx(16.5)
+    with pytest.raises(ValueError, match="outside"):
+        gpu_crosscheck.interpolate(ts, energy, 0.31)
+    # constant 200 W, then 400 W: the integral over [0.05, 0.25] by hand
+    power = [200.0, 200.0, 400.0, 400.0]
+    expected = 0.05 * 200 + 0.1 * 300 + 0.05 * 400
+    assert gpu_crosscheck.power_integral(ts, power, 0.05, 0.25) == pytest.approx(expected)
 
 
 @pytest.mark.slow

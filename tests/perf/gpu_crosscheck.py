@@ -1,9 +1,10 @@
 """The same benchmark windows measured at once by joulebench's NVML meter, Zeus and a reader in
 another process: one table, exit 1 when they disagree.
 
-For each batch size a 1B Llama (the workflow's ``results/models/llama-3.2-1b``) generates for
-windows sized to last about each of ``--targets`` seconds, ``--repeats`` times. Every window is
-measured at once by
+For each batch size a 1B Llama (the workflow's ``results/models/llama-3.2-1b``) generates
+``--output-len`` tokens per prompt from ``--input-len``-token prompts, as the study's benchmarks do,
+repeated inside one window until it lasts each of ``--targets`` seconds (``--repeats`` windows
+per target). Every window is measured at once by
 
 - joulebench: ``make_meter("nvml", ...)`` (energy-counter delta, device synchronised at both
   edges), the meter every benchmark job uses;
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 64])
     ap.add_argument("--input-len", type=int, default=128)
+    ap.add_argument("--output-len", type=int, default=32)
     ap.add_argument("--targets", type=float, nargs="+", default=[0.3, 1.0, 2.5])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--min-target-s", type=float, default=1.0)
@@ -197,26 +199,26 @@ def measure(args: argparse.Namespace) -> int:
             time.sleep(0.05)
         for batch in args.batch_sizes:
             inputs = engine.make_inputs(batch, args.input_len, seed=0)
-            probe_tokens = 16
-            engine.generate(inputs, probe_tokens)  # warmup
-            t0 = time.perf_counter()
-            engine.generate(inputs, probe_tokens)
-            per_token_s = (time.perf_counter() - t0) / probe_tokens
+            engine.generate(inputs, args.output_len)  # warmup
             for target in args.targets:
-                new_tokens = max(2, math.ceil(target / per_token_s))
                 for rep in range(args.repeats):
                     key = f"bs{batch}_{target:g}s_{rep}"
                     if zeus_mon:
                         zeus_mon.begin_window(key)
                     meter.begin_window(key)
-                    engine.generate(inputs, new_tokens)
+                    # as the harness does for short windows: whole generations, repeated
+                    # inside the window until it lasts the target
+                    t0, calls = time.perf_counter(), 0
+                    while calls == 0 or time.perf_counter() - t0 < target:
+                        engine.generate(inputs, args.output_len)
+                        calls += 1
                     m = meter.end_window(key)
                     zeus_j = zeus_energy(zeus_mon, key) if zeus_mon else math.nan
                     rows.append(
                         {
                             "window": key,
                             "batch_size": batch,
-                            "new_tokens": new_tokens,
+                            "generations": calls,
                             "start_s": m.start_s,
                             "end_s": m.end_s,
                             "time_s": m.time_s,

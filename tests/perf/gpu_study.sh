@@ -38,7 +38,7 @@ if [[ $DRY -eq 1 ]]; then
     CONFIG=$REPO/tests/perf/gpu_study_dry.yaml
     CROSS_MODEL=tiny ANCHOR_MODEL=tiny-b ANCHOR_BATCHES=(8) CORES=2 BENCH_THREADS=2
     CROSS_ARGS=(--device cpu --zeus off --batch-sizes 2 --targets 0.3 1.0 --repeats 1
-        --input-len 16)
+        --input-len 16 --output-len 8)
     # the tests' fake GPU: counters that follow a square wave on the shared monotonic clock
     # (a caller may describe its own in JOULEBENCH_FAKE_NVML, as tests/test_gpu_study.py does)
     eval "$("$PY" - "$REPO/tests" <<'EOF'
