@@ -49,20 +49,24 @@ CODE = {
 FIGURE_FORMATS = CONFIG["figure_formats"]
 
 
-def figure_images(stem, caption=None, category=None, labels=None):
-    """The png/svg outputs of a figure rule that the config asks for, keyed by format; the png
-    carries the report entry (``caption``, ``category``, ``labels``) when a caption is given.
-    """
-    images = {}
-    if "png" in FIGURE_FORMATS:
-        images["png"] = f"{stem}.png"
-        if caption:
-            images["png"] = report(
-                images["png"], caption=caption, category=category, labels=labels
+def figure_outputs(stem, caption, category, labels, image_in_report=False):
+    """The files of one figure, keyed by format in the order html, png, svg: html always, png
+    and svg where the config asks. The html (and, with ``image_in_report``, the png) carries the
+    report entry, labelled with its format."""
+    outputs = {}
+    for fmt in ("html", "png", "svg"):
+        if fmt not in FIGURE_FORMATS:
+            continue
+        outputs[fmt] = f"{stem}.{fmt}"
+        if fmt == "html" or (fmt == "png" and image_in_report):
+            kind = "interactive" if fmt == "html" else "image"
+            outputs[fmt] = report(
+                outputs[fmt],
+                caption=caption,
+                category=category,
+                labels={**labels, "format": kind},
             )
-    if "svg" in FIGURE_FORMATS:
-        images["svg"] = f"{stem}.svg"
-    return images
+    return outputs
 
 
 #: GPUs per serving job: one on a `device: cuda` study, none otherwise (`auto` asks for none,

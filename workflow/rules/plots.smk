@@ -12,17 +12,12 @@ rule plot:
     input:
         "results/tables/summary.parquet",
     output:
-        **figure_images(
+        **figure_outputs(
             "results/plots/{figure}",
             caption="../report/figure.rst",
             category="Figures",
-            labels={"figure": "{figure}", "format": "image"},
-        ),
-        html=report(
-            "results/plots/{figure}.html",
-            caption="../report/figure.rst",
-            category="Figures",
-            labels={"figure": "{figure}", "format": "interactive"},
+            labels={"figure": "{figure}"},
+            image_in_report=True,
         ),
     log:
         "logs/plots/{figure}.log",
@@ -45,15 +40,11 @@ rule plot_power:
         record="results/records/{model}/{precision}/{engine}/{point}.json",
         trace="results/records/{model}/{precision}/{engine}/{point}.trace.parquet",
     output:
-        **figure_images("results/plots/power/{model}/{precision}/{engine}/{point}"),
-        html=report(
-            "results/plots/power/{model}/{precision}/{engine}/{point}.html",
+        **figure_outputs(
+            "results/plots/power/{model}/{precision}/{engine}/{point}",
             caption="../report/power.rst",
             category="Power traces",
-            labels={
-                "configuration": "{model}/{precision}/{engine}/{point}",
-                "format": "interactive",
-            },
+            labels={"configuration": "{model}/{precision}/{engine}/{point}"},
         ),
     log:
         "logs/plots/power/{model}/{precision}/{engine}/{point}.log",
@@ -75,17 +66,12 @@ rule plot_serving:
     input:
         "results/tables/serving.parquet",
     output:
-        **figure_images(
+        **figure_outputs(
             "results/plots/{serving_figure}",
             caption="../report/serving.rst",
             category="Figures",
-            labels={"figure": "{serving_figure}", "format": "image"},
-        ),
-        html=report(
-            "results/plots/{serving_figure}.html",
-            caption="../report/serving.rst",
-            category="Figures",
-            labels={"figure": "{serving_figure}", "format": "interactive"},
+            labels={"figure": "{serving_figure}"},
+            image_in_report=True,
         ),
     log:
         "logs/plots/{serving_figure}.log",

@@ -47,17 +47,11 @@ rule plot_serving_power:
         table="results/serving/{model}/{precision}/{server}/{experiment}.parquet",
         trace="results/serving/{model}/{precision}/{server}/{experiment}.trace.parquet",
     output:
-        **figure_images(
-            "results/plots/serving_power/{model}/{precision}/{server}/{experiment}"
-        ),
-        html=report(
-            "results/plots/serving_power/{model}/{precision}/{server}/{experiment}.html",
+        **figure_outputs(
+            "results/plots/serving_power/{model}/{precision}/{server}/{experiment}",
             caption="../report/serving_power.rst",
             category="Power traces",
-            labels={
-                "experiment": "{model}/{precision}/{server}/{experiment}",
-                "format": "interactive",
-            },
+            labels={"experiment": "{model}/{precision}/{server}/{experiment}"},
         ),
     log:
         "logs/plots/serving_power/{model}/{precision}/{server}/{experiment}.log",
