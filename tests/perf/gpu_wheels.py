@@ -51,7 +51,7 @@ NODE_HAS = frozenset(
 )  # fmt: skip
 #: joulebench dependencies deliberately not carried, and why.
 LEFT_OUT = {
-    "vl-convert-python": "PNG/SVG renderer, ~30 MB: the check writes HTML figures only",
+    "vl-convert-python": "PNG/SVG renderer, 33.5 MB: the check writes HTML figures only",
     "pulp": "16 MB of CBC binaries (Snakemake's ILP scheduler); the check runs --scheduler greedy",
     "compressed-tensors": "the ct-* variants, not in the GPU check",
     "snakemake-executor-plugin-slurm": "the check runs Snakemake locally",
