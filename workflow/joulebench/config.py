@@ -7,6 +7,7 @@ the CLI both call it, so a configuration value reaches the engine by one road.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import itertools
 import re
 from dataclasses import asdict, dataclass, field
@@ -96,6 +97,7 @@ def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
             raise ConfigError(f"{key}.name", f"duplicate model name '{model['name']}'")
         seen.add(model["name"])
         _check_model_source(model, key, base_dir)
+        _check_narrowing(config, model, key)
     _check_meter(config["measurement"]["meter"])
     for i, name in enumerate(config["precisions"]):
         check_device(get_precision(name, f"precisions[{i}]"), config["device"], f"precisions[{i}]")
@@ -116,6 +118,13 @@ def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
             )
     if config.get("serving"):
         _check_serving(config, base_dir)
+    images = [f for f in config["figure_formats"] if f != "html"]
+    if images and not renderer_available():
+        raise ConfigError(
+            "figure_formats",
+            f"{' and '.join(images)} need vl-convert-python, which is not installed here; "
+            "install it or set figure_formats: [html]",
+        )
 
 
 def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
@@ -227,11 +236,38 @@ def _check_prequantized_models(config: dict[str, Any]) -> None:
         )
 
 
+#: Matrix lists a `models:` entry may narrow for itself (e.g. a large model in bf16 only).
+NARROWABLE = ("precisions", "batch_sizes")
+
+
+def renderer_available() -> bool:
+    """Whether vl-convert-python, altair's PNG/SVG renderer (and HTML inliner), is importable."""
+    return importlib.util.find_spec("vl_convert") is not None
+
+
+def _check_narrowing(config: dict[str, Any], model: dict[str, Any], key: str) -> None:
+    """A model's own ``precisions``/``batch_sizes`` must be taken from the study's lists."""
+    for name in NARROWABLE:
+        for j, value in enumerate(model.get(name, [])):
+            if value not in config[name]:
+                allowed = ", ".join(map(str, config[name]))
+                raise ConfigError(
+                    f"{key}.{name}[{j}]",
+                    f"'{value}' is not in the study's {name}; allowed: {allowed}",
+                )
+
+
 def model_precisions(config: dict[str, Any], model: dict[str, Any]) -> list[str]:
-    """The precisions a model runs: `prequantized` alone for a quantized checkpoint."""
+    """The precisions a model runs: its own list if it narrows the study's, `prequantized`
+    alone for a quantized checkpoint."""
     if model.get("quantization"):
         return ["prequantized"]
-    return [p for p in config["precisions"] if p != "prequantized"]
+    return [p for p in model.get("precisions", config["precisions"]) if p != "prequantized"]
+
+
+def model_batch_sizes(config: dict[str, Any], model: dict[str, Any]) -> list[int]:
+    """The batch sizes a model runs: its own list if it narrows the study's."""
+    return list(model.get("batch_sizes", config["batch_sizes"]))
 
 
 Combination = tuple[dict[str, Any], str, str, int]
@@ -410,9 +446,9 @@ def expand(config: dict[str, Any]) -> list[BenchSpec]:
             tensor_parallel=tp,
             engine_options=copy.deepcopy(config["vllm"]) if engine == "vllm" else {},
         )
-        for (model, precision, engine, tp), batch, inp, out in itertools.product(
-            runnable,
-            config["batch_sizes"],
+        for (model, precision, engine, tp) in runnable
+        for batch, inp, out in itertools.product(
+            model_batch_sizes(config, model),
             config["input_lengths"],
             config["output_lengths"],
         )

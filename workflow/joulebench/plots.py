@@ -8,6 +8,8 @@ with the number of requests in flight under it.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ import polars as pl
 from joulebench import derived
 from joulebench.analysis import meter_label
 from joulebench.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 #: One colour per precision, everywhere.
 PRECISION_COLOURS = {
@@ -496,10 +500,17 @@ def serving_power_over_time(
     )
 
 
-def save(chart: alt.TopLevelMixin, stem: Path) -> list[Path]:
-    """Write ``stem``.html (interactive, scripts inlined: works offline), .png and .svg."""
+def save(chart: alt.TopLevelMixin, stem: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write ``stem`` with each suffix of ``formats``: .html (interactive, scripts inlined so it
+    opens offline), .png, .svg. Without vl-convert (which inlines the scripts and renders PNG and
+    SVG) only .html can be written, and its page loads Vega from the jsDelivr CDN when opened."""
+    from joulebench.config import renderer_available
+
+    inline = renderer_available()
+    if not inline:
+        log.warning("vl-convert is not installed: %s.html loads Vega from its CDN", stem.name)
     written = []
-    for suffix in FORMATS:
+    for suffix in formats:
         target = stem.with_suffix(suffix)
         with atomic_path(target) as tmp:
             if suffix == ".png":
@@ -507,6 +518,6 @@ def save(chart: alt.TopLevelMixin, stem: Path) -> list[Path]:
             elif suffix == ".svg":
                 tmp.write_text(to_svg(chart), encoding="utf-8")
             else:
-                chart.save(tmp, format="html", inline=True)
+                chart.save(tmp, format="html", inline=inline)
         written.append(target)
     return written

@@ -60,6 +60,30 @@ def model_names(source, matching=True):
     return "|".join(names) or "(?!)"
 
 
+#: Files written per figure (`figure_formats`); the figure rules declare only these outputs.
+FIGURE_FORMATS = CONFIG["figure_formats"]
+
+
+def figure_outputs(stem, caption, category, labels, image_in_report=False):
+    """The files of one figure, keyed by format in the order html, png, svg: html always, png
+    and svg where the config asks. The html (and, with ``image_in_report``, the png) carries the
+    report entry, labelled with its format."""
+    outputs = {}
+    for fmt in ("html", "png", "svg"):
+        if fmt not in FIGURE_FORMATS:
+            continue
+        outputs[fmt] = f"{stem}.{fmt}"
+        if fmt == "html" or (fmt == "png" and image_in_report):
+            kind = "interactive" if fmt == "html" else "image"
+            outputs[fmt] = report(
+                outputs[fmt],
+                caption=caption,
+                category=category,
+                labels={**labels, "format": kind},
+            )
+    return outputs
+
+
 #: GPUs per serving job: one on a `device: cuda` study, none otherwise (`auto` asks for none,
 #: so a cluster never spends GPU hours on a maybe). Profiles pick the scheduler's spelling
 #: (`gpu`/`gpu_model` → --gpus, or `gres`), see profiles/slurm.
@@ -205,13 +229,11 @@ def findings_inputs(wildcards):
 
 
 def final_outputs():
-    plots = expand(
-        "results/plots/{figure}.{ext}", figure=FIGURES, ext=["html", "png", "svg"]
-    )
+    plots = expand("results/plots/{figure}.{ext}", figure=FIGURES, ext=FIGURE_FORMATS)
     plots += expand(
         "results/plots/power/{config_id}.{ext}",
         config_id=SPECS,
-        ext=["html", "png", "svg"],
+        ext=FIGURE_FORMATS,
     )
     outputs = [
         "results/tables/measurements.parquet",
@@ -227,13 +249,13 @@ def final_outputs():
         outputs += expand(
             "results/plots/{figure}.{ext}",
             figure=SERVING_FIGURES,
-            ext=["html", "png", "svg"],
+            ext=FIGURE_FORMATS,
         )
         outputs += expand(
             "results/plots/serving_power/{session}/{experiment}.{ext}",
             session=SESSIONS,
             experiment=serving_experiments(),
-            ext=["html", "png", "svg"],
+            ext=FIGURE_FORMATS,
         )
     return outputs
 

@@ -12,19 +12,13 @@ rule plot:
     input:
         "results/tables/summary.parquet",
     output:
-        html=report(
-            "results/plots/{figure}.html",
+        **figure_outputs(
+            "results/plots/{figure}",
             caption="../report/figure.rst",
             category="Figures",
-            labels={"figure": "{figure}", "format": "interactive"},
+            labels={"figure": "{figure}"},
+            image_in_report=True,
         ),
-        png=report(
-            "results/plots/{figure}.png",
-            caption="../report/figure.rst",
-            category="Figures",
-            labels={"figure": "{figure}", "format": "image"},
-        ),
-        svg="results/plots/{figure}.svg",
     log:
         "logs/plots/{figure}.log",
     params:
@@ -37,6 +31,7 @@ rule plot:
             wildcards.figure,
             summary=input[0],
             out_stem=params.stem,
+            formats=",".join(FIGURE_FORMATS),
         )
 
 
@@ -45,17 +40,12 @@ rule plot_power:
         record="results/records/{model}/{precision}/{engine}/{point}.json",
         trace="results/records/{model}/{precision}/{engine}/{point}.trace.parquet",
     output:
-        html=report(
-            "results/plots/power/{model}/{precision}/{engine}/{point}.html",
+        **figure_outputs(
+            "results/plots/power/{model}/{precision}/{engine}/{point}",
             caption="../report/power.rst",
             category="Power traces",
-            labels={
-                "configuration": "{model}/{precision}/{engine}/{point}",
-                "format": "interactive",
-            },
+            labels={"configuration": "{model}/{precision}/{engine}/{point}"},
         ),
-        png="results/plots/power/{model}/{precision}/{engine}/{point}.png",
-        svg="results/plots/power/{model}/{precision}/{engine}/{point}.svg",
     log:
         "logs/plots/power/{model}/{precision}/{engine}/{point}.log",
     params:
@@ -68,6 +58,7 @@ rule plot_power:
             input.record,
             trace=input.trace,
             out_stem=params.stem,
+            formats=",".join(FIGURE_FORMATS),
         )
 
 
@@ -75,19 +66,13 @@ rule plot_serving:
     input:
         "results/tables/serving.parquet",
     output:
-        html=report(
-            "results/plots/{serving_figure}.html",
+        **figure_outputs(
+            "results/plots/{serving_figure}",
             caption="../report/serving.rst",
             category="Figures",
-            labels={"figure": "{serving_figure}", "format": "interactive"},
+            labels={"figure": "{serving_figure}"},
+            image_in_report=True,
         ),
-        png=report(
-            "results/plots/{serving_figure}.png",
-            caption="../report/serving.rst",
-            category="Figures",
-            labels={"figure": "{serving_figure}", "format": "image"},
-        ),
-        svg="results/plots/{serving_figure}.svg",
     log:
         "logs/plots/{serving_figure}.log",
     params:
@@ -100,4 +85,5 @@ rule plot_serving:
             wildcards.serving_figure,
             table=input[0],
             out_stem=params.stem,
+            formats=",".join(FIGURE_FORMATS),
         )

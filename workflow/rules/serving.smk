@@ -47,17 +47,12 @@ rule plot_serving_power:
         table="results/serving/{model}/{precision}/{server}/{experiment}.parquet",
         trace="results/serving/{model}/{precision}/{server}/{experiment}.trace.parquet",
     output:
-        html=report(
-            "results/plots/serving_power/{model}/{precision}/{server}/{experiment}.html",
+        **figure_outputs(
+            "results/plots/serving_power/{model}/{precision}/{server}/{experiment}",
             caption="../report/serving_power.rst",
             category="Power traces",
-            labels={
-                "experiment": "{model}/{precision}/{server}/{experiment}",
-                "format": "interactive",
-            },
+            labels={"experiment": "{model}/{precision}/{server}/{experiment}"},
         ),
-        png="results/plots/serving_power/{model}/{precision}/{server}/{experiment}.png",
-        svg="results/plots/serving_power/{model}/{precision}/{server}/{experiment}.svg",
     log:
         "logs/plots/serving_power/{model}/{precision}/{server}/{experiment}.log",
     params:
@@ -71,4 +66,5 @@ rule plot_serving_power:
             trace=input.trace,
             table=input.table,
             out_stem=params.stem,
+            formats=",".join(FIGURE_FORMATS),
         )
