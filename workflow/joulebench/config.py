@@ -44,8 +44,10 @@ def validate(config: dict[str, Any], base_dir: Path | None = None) -> dict[str, 
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise _schema_error(errors[0])
+    given_baseline = set((config.get("analysis") or {}).get("baseline") or {})
     config = _with_defaults(copy.deepcopy(config), schema)
     _check_semantics(config, base_dir or Path.cwd())
+    _check_baseline(config, given_baseline)
     return config
 
 
@@ -103,15 +105,20 @@ def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
         key, message = dropped[0]
         raise ConfigError(key, message + " (or set skip_unsupported: true to drop it)")
     get_precision(config["analysis"]["baseline"]["precision"], "analysis.baseline.precision")
-    longest = max(config["input_lengths"]) + max(config["output_lengths"])
+    estimate = config["measurement"]["cpu_estimate"]
+    if estimate["idle_w"] > estimate["tdp_w"]:
+        raise ConfigError(
+            "measurement.cpu_estimate.idle_w",
+            f"{estimate['idle_w']} W is above tdp_w ({estimate['tdp_w']} W): the estimate's "
+            "dynamic power (tdp_w - idle_w) would be negative; allowed: 0 <= idle_w <= tdp_w",
+        )
     for i, model in enumerate(config["models"]):
-        context = _known_context(model)
-        if context is not None and longest > context:
-            raise ConfigError(
-                "output_lengths",
-                f"input {max(config['input_lengths'])} + output {max(config['output_lengths'])} "
-                f"tokens exceed the context of models[{i}] '{model['name']}' ({context})",
-            )
+        _check_context(
+            model,
+            f"models[{i}] '{model['name']}'",
+            ("input_lengths", config["input_lengths"]),
+            ("output_lengths", config["output_lengths"]),
+        )
     if config.get("serving"):
         _check_serving(config, base_dir)
 
@@ -185,15 +192,82 @@ def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
                     "closed-loop users already bound concurrency; shaping applies to open-loop "
                     "arrivals only",
                 )
-    longest = serving["input_len"] + serving["output_len"]
+    steady = serving["steady_batch"]
+    if steady != "auto" and steady > serving["requests"]:
+        raise ConfigError(
+            "serving.steady_batch",
+            f"{steady} requests in flight cannot be reached with serving.requests "
+            f"{serving['requests']}; allowed: 1 to {serving['requests']}, or auto",
+        )
     for model in config["models"]:
-        context = _known_context(model)
-        if context is not None and longest > context:
-            raise ConfigError(
-                "serving.output_len",
-                f"input {serving['input_len']} + output {serving['output_len']} tokens exceed "
-                f"the context of model '{model['name']}' ({context})",
-            )
+        _check_context(
+            model,
+            f"model '{model['name']}'",
+            ("serving.input_len", [serving["input_len"]]),
+            ("serving.output_len", [serving["output_len"]]),
+        )
+
+
+def _check_context(
+    model: dict[str, Any],
+    name: str,
+    inputs: tuple[str, list[int]],
+    outputs: tuple[str, list[int]],
+) -> None:
+    """Prompt and prompt + output within the model's context; the error names the key at fault:
+    the input length when a prompt alone leaves no room for one output token, else the output
+    length that overflows."""
+    context = _known_context(model)
+    if context is None:
+        return
+    in_key, in_lengths = inputs
+    out_key, out_lengths = outputs
+    longest_in = max(in_lengths)
+    if longest_in >= context:
+        key = (
+            in_key if in_key.startswith("serving.") else f"{in_key}[{in_lengths.index(longest_in)}]"
+        )
+        raise ConfigError(
+            key,
+            f"input {longest_in} tokens leave no room for output in the context of {name} "
+            f"({context} tokens); allowed: below {context}",
+        )
+    longest_out = max(out_lengths)
+    if longest_in + longest_out > context:
+        key = (
+            out_key
+            if out_key.startswith("serving.")
+            else f"{out_key}[{out_lengths.index(longest_out)}]"
+        )
+        raise ConfigError(
+            key,
+            f"input {longest_in} + output {longest_out} tokens exceed the context of {name} "
+            f"({context} tokens); allowed: at most {context - longest_in} with that input",
+        )
+
+
+def _check_baseline(config: dict[str, Any], given: set[str]) -> None:
+    """``analysis.baseline`` names a precision and batch size the study runs.
+
+    A value the config sets must be one of them; a default the study does not run (fp32, batch 1)
+    becomes the first precision listed and the smallest batch size, so the ratio columns are
+    never empty by default.
+    """
+    baseline = config["analysis"]["baseline"]
+    ran = {"precision": config["precisions"], "batch_size": config["batch_sizes"]}
+    fallback = {"precision": config["precisions"][0], "batch_size": min(config["batch_sizes"])}
+    for name, values in ran.items():
+        if baseline[name] in values:
+            continue
+        if name not in given:
+            baseline[name] = fallback[name]
+            continue
+        listed = "precisions" if name == "precision" else "batch_sizes"
+        raise ConfigError(
+            f"analysis.baseline.{name}",
+            f"{baseline[name]!r} is not run by this study; allowed: one of {listed} "
+            f"({', '.join(map(str, values))})",
+        )
 
 
 def _check_prequantized_models(config: dict[str, Any]) -> None:
