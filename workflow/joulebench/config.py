@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,17 @@ def load_schema() -> dict[str, Any]:
 def load(path: str | Path) -> dict[str, Any]:
     """Read and validate a config file; returns the config with every default filled in."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("configfile", f"'{path}' is a directory, not a config file")
     if not path.is_file():
         raise ConfigError("configfile", f"file '{path}' does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError("configfile", f"'{path}' is not valid YAML: {problem}{where}") from None
     return validate(data, base_dir=path.parent)
 
 
@@ -437,6 +446,87 @@ class BenchSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchSpec:
         return cls(**data)
+
+
+def _bench_schema() -> dict[str, Any]:
+    """A benchmark spec's JSON schema, made of the study schema's own pieces."""
+    props = load_schema()["properties"]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            f.name
+            for f in fields(BenchSpec)
+            if f.default is MISSING and f.default_factory is MISSING
+        ],
+        "properties": {
+            "study": props["study"],
+            "model": {"type": "string", "minLength": 1},
+            "engine": props["engines"]["items"],
+            "precision": {"type": "string"},
+            "device": props["device"],
+            "batch_size": props["batch_sizes"]["items"],
+            "input_len": props["input_lengths"]["items"],
+            "output_len": props["output_lengths"]["items"],
+            "measurement": props["measurement"],
+            "tensor_parallel": props["tensor_parallel_sizes"]["items"],
+            "engine_options": {"type": "object"},
+        },
+    }
+
+
+def bench_spec(data: Any, where: Callable[[str], str]) -> BenchSpec:
+    """One benchmark's spec from a dict (``--spec-json`` or the command's flags), checked.
+
+    Missing, unknown and out-of-range keys raise ArgumentError at ``where(key)`` (the flag or
+    the JSON key the value came from); the measurement and vllm sections get their defaults.
+    """
+    from joulebench.inputs import ArgumentError, keys_of
+
+    def fail(err: ConfigError) -> ArgumentError:
+        return ArgumentError(where(err.key), err.message)
+
+    if not isinstance(data, dict):
+        raise ArgumentError(where("<top>"), f"must be an object, got {type(data).__name__}")
+    schema = _bench_schema()
+    keys_of(data, where("<top>"), schema["required"], schema["properties"])
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(data),
+        key=lambda e: list(e.absolute_path),
+    )
+    if errors:
+        raise fail(_schema_error(errors[0]))
+    data = _with_defaults(copy.deepcopy(data), schema)
+    if data["engine"] == "vllm":
+        vllm = load_schema()["properties"]["vllm"]
+        errors = list(jsonschema.Draft202012Validator(vllm).iter_errors(data["engine_options"]))
+        if errors:
+            raise fail(_schema_error(errors[0]))
+        data["engine_options"] = _with_defaults(data["engine_options"], vllm)
+    try:
+        get_precision(data["precision"], "precision")
+        _check_meter(data["measurement"]["meter"])
+        _check_tensor_parallel(data["engine"], data["device"], data["tensor_parallel"])
+    except ConfigError as err:
+        raise fail(err) from None
+    return BenchSpec.from_dict(data)
+
+
+def check_model_entry(entry: Any, key: str, base_dir: Path | None = None) -> dict[str, Any]:
+    """One ``models:`` entry on its own (what `joulebench prepare-model` is given), defaults
+    filled; errors name ``key`` (e.g. ``models[0]``) and the entry's key at fault."""
+    schema = load_schema()["properties"]["models"]["items"]
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(entry),
+        key=lambda e: list(e.absolute_path),
+    )
+    if errors:
+        err = _schema_error(errors[0])
+        sub = "" if err.key == "<top>" else err.key
+        raise ConfigError(f"{key}.{sub}" if sub else key, err.message)
+    entry = _with_defaults(copy.deepcopy(entry), schema)
+    _check_model_source(entry, key, base_dir or Path.cwd())
+    return entry
 
 
 def expand(config: dict[str, Any]) -> list[BenchSpec]:

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, JoulebenchError
 from joulebench.precisions import Precision, check_support, get_precision, load_settings
 
 
-class GenerationError(RuntimeError):
+class GenerationError(JoulebenchError):
     """An engine produced something other than what was asked (e.g. fewer tokens)."""
 
 
