@@ -121,6 +121,29 @@ def bench_fp32_cpu(model_dir: Path) -> list[str]:
     return ["bench", "--model-dir", str(model_dir), "--precision", "fp32", "--device", "cpu"]
 
 
+def capture_generate(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every tensor a transformers engine's ``model.generate`` returns, kept for the test to
+    check by itself (not through the engine's own count)."""
+    outputs: list[Any] = []
+    real = engine.model.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        outputs.append(real(*args, **kwargs))
+        return outputs[-1]
+
+    monkeypatch.setattr(engine.model, "generate", generate)
+    return outputs
+
+
+def assert_exact_new_tokens(out: Any, prompt_ids: Any, asked: int, tokenizer: Any) -> None:
+    """``out`` is the prompts followed by ``asked`` real tokens each: none stopped at an EOS and
+    was padded to the batch's width."""
+    n_prompts, prompt_len = tuple(prompt_ids.shape)
+    assert tuple(out.shape) == (n_prompts, prompt_len + asked)
+    assert (out[:, :prompt_len] == prompt_ids).all()
+    assert tokenizer.eos_token_id not in set(out[:, prompt_len:].flatten().tolist())
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from joulebench.models import synthesize

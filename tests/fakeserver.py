@@ -18,8 +18,15 @@ from aiohttp import web
 
 
 class FakeServer:
-    def __init__(self, token_delay_s: float = 0.0, fail_every: int = 0, hang: bool = False):
+    def __init__(
+        self,
+        token_delay_s: float = 0.0,
+        fail_every: int = 0,
+        hang: bool = False,
+        stop_after: int = 0,
+    ):
         self.token_delay_s = token_delay_s
+        self.stop_after = stop_after  # > 0: every answer ends after this many tokens (an EOS)
         self.fail_every = fail_every
         self.hang = hang
         self.arrivals: list[float] = []
@@ -39,6 +46,8 @@ class FakeServer:
             await asyncio.sleep(2)
             return web.Response(text="too late")
         n = body["parameters"]["max_new_tokens"] if tgi else body.get("max_tokens") or 4
+        if self.stop_after:
+            n = min(n, self.stop_after)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for i in range(n):

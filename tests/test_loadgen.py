@@ -73,6 +73,23 @@ def test_tgi_protocol_and_output_control() -> None:
     assert '"min_new_tokens": 7' in body["generation_config"]
 
 
+@pytest.mark.parametrize("protocol", ["openai", "tgi"])
+def test_an_answer_shorter_than_asked_is_counted_short_not_ok(protocol: str) -> None:
+    """The server ends every answer after 3 tokens (an early EOS); 5 were asked."""
+    with FakeServer(stop_after=3) as server:
+        results, _ = loadgen.run(
+            Target(server.url, protocol=protocol), requests_for(np.zeros(2), out=5), 10
+        )
+    assert [(r.status, r.output_tokens) for r in results] == [("short", 3)] * 2
+    assert results[0].error == "3 of the 5 tokens asked"
+    counts = loadgen.outcome_counts(results)
+    assert counts["completed"] == 0 and counts["short"] == 2
+    assert loadgen.describe_counts(results).startswith("0 completed, 2 short of the tokens asked")
+    table = loadgen.results_table(results)
+    assert table["status"].to_list() == ["short", "short"]
+    assert table["output_tokens"].to_list() == [3, 3]
+
+
 def test_errors_are_recorded_not_dropped() -> None:
     offsets = np.arange(9) * 0.002
     with FakeServer(fail_every=3) as server:
@@ -155,7 +172,7 @@ class SignalIntoLoad:
 def _assert_each_request_accounted_once(results: list, planned: int) -> dict[str, int]:
     assert sorted(r.index for r in results) == list(range(planned))
     counts = loadgen.outcome_counts(results)
-    assert counts["completed"] + counts["failed"] + counts["not_sent"] == planned
+    assert counts["completed"] + counts["short"] + counts["failed"] + counts["not_sent"] == planned
     for r in results:
         if r.status == "not_sent":
             assert np.isnan(r.sent_s) and r.error.startswith("not sent: ")
