@@ -135,11 +135,9 @@ def test_server_that_stops_answering(tiny_model: Path, tmp_path: Path) -> None:
     job = ServeJob(tiny_model, tmp_path, timeout_s=1)
     pids = job.wait_for_load(into_s=0.8)
     os.kill(pids["server"], signal.SIGSTOP)  # alive, holding its port, answering nothing
-    frozen_at = time.monotonic()
     code, text = job.finish()
-    took = time.monotonic() - frozen_at
     assert "the server stopped answering" in text, text
+    # a request times out after 1 s, the health probe gives up after 1 s, then the stop: the
+    # load ends before its schedule does (assert_failed_cleanly: some requests never sent)
     counts = assert_failed_cleanly(job, code, text, pids)
     assert counts["timed_out"] >= 1
-    # a request times out after 1 s, the health probe gives up after 1 s, then the stop
-    assert took < 8, took
