@@ -95,7 +95,6 @@ def test_bench_by_hand_writes_a_record_with_provenance(
     assert all(r["direct_energy_j"] > 0 and r["conservation_pct"] is not None for r in full)
     for r in full:  # net is gross less the idle baseline's power over the same time
         assert r["net_energy_j"] == pytest.approx(r["energy_j"] - idle_w * r["time_s"])
-        assert r["energy_j"] / r["time_s"] > idle_w + 0.5  # generating burns CPU above idle
     assert "J/token" in capsys.readouterr().out
     rc = main(["provenance", str(out)])
     assert rc == 0

@@ -148,9 +148,6 @@ def test_numbers_are_sane(study: Path) -> None:
     # net = gross − idle power × duration, per run, so also for the means
     net = summary["energy_j_mean"] - summary["idle_power_w_mean"] * summary["time_s_mean"]
     assert summary["net_energy_j_mean"].to_list() == pytest.approx(net.to_list(), rel=1e-6)
-    # a generation burns CPU: its modelled power is above the idle baseline's
-    full_power = summary.filter(phase="full")
-    assert (full_power["avg_power_w_mean"] > full_power["idle_power_w_mean"] + 0.5).all()
     phases = summary.filter(pl.col("phase") != "full")
     assert phases["direct_energy_j_mean"].null_count() == 0
     assert phases["direct_vs_subtraction_pct_mean"].null_count() == 0
