@@ -32,6 +32,7 @@ class FakeServer:
         self.arrivals: list[float] = []
         self.wall_arrivals: list[float] = []
         self.bodies: list[dict[str, Any]] = []
+        self.answered = 0  # streams written to the end
 
     async def _stream(
         self, request: web.Request, tgi: bool, chat: bool = False
@@ -72,6 +73,7 @@ class FakeServer:
             }
             await resp.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
         await resp.write_eof()
+        self.answered += 1
         return resp
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
@@ -88,7 +90,12 @@ class FakeServer:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"arrivals": self.arrivals, "wall_arrivals": self.wall_arrivals, "bodies": self.bodies}
+            {
+                "arrivals": self.arrivals,
+                "wall_arrivals": self.wall_arrivals,
+                "bodies": self.bodies,
+                "answered": self.answered,
+            }
         )
 
     def serve(self, port: int = 0) -> None:

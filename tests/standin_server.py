@@ -20,7 +20,7 @@ from fakeserver import FakeServer
 if __name__ == "__main__":
     port, pidfile = int(sys.argv[1]), Path(sys.argv[2])
     helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    pids = {"server": os.getpid(), "helper": helper.pid}
+    pids = {"server": os.getpid(), "helper": helper.pid, "port": port}
     tmp = pidfile.with_suffix(".tmp")
     tmp.write_text(json.dumps(pids))
     tmp.rename(pidfile)
