@@ -75,7 +75,23 @@ OUT ?= gpu-check-out
 gpu-check:  ## on a GPU node: the DAG with config/gpu-check.yaml, cross-check, anchor → OUT (~8 min)
 	bash tests/perf/gpu_study.sh $(OUT)
 
+PERF := harness_overhead aggregate_scale sampler_overhead loadgen_precision dag_scale
+bench: $(STAMP)  ## the speed targets (tests/perf/): one table each, fails if any target is missed
+	@failed=""; \
+	for script in $(PERF); do \
+	  echo "== tests/perf/$$script.py"; \
+	  $(BIN)/python tests/perf/$$script.py || failed="$$failed $$script"; \
+	done; \
+	if $(BIN)/python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+	  echo "== tests/perf/gpu_smoke.py"; \
+	  $(BIN)/python tests/perf/gpu_smoke.py || failed="$$failed gpu_smoke"; \
+	else \
+	  echo "== tests/perf/gpu_smoke.py: skipped, torch sees no CUDA GPU here (run make bench on a GPU node)"; \
+	fi; \
+	if [ -n "$$failed" ]; then echo "targets missed in:$$failed"; exit 1; fi; \
+	echo "every perf target met"
+
 clean:  ## remove results and logs of the default study (keeps .venv)
 	rm -rf results logs .snakemake
 
-.PHONY: help venv venv-vllm study report forecast lint test test-slurm test-vllm gpu-wheels gpu-check clean
+.PHONY: help venv venv-vllm study report forecast lint test test-slurm test-vllm bench gpu-wheels gpu-check clean

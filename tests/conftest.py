@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,73 @@ TINY_MODEL = {
 }
 
 
+#: The client commands of Debian's slurm-client (what the SLURM executor plugin looks for).
+SLURM_TOOLS = frozenset(
+    [
+        "sacct",
+        "sacctmgr",
+        "salloc",
+        "sattach",
+        "sbatch",
+        "sbcast",
+        "scancel",
+        "scontrol",
+        "scrontab",
+        "sdiag",
+        "sinfo",
+        "sprio",
+        "squeue",
+        "sreport",
+        "srun",
+        "sshare",
+        "sstat",
+        "strigger",
+    ]
+)
+
+
+def path_without_slurm(path: str, shadow_root: Path) -> str:
+    """``path`` with SLURM's client commands out of reach, every other command still found.
+
+    A directory that holds one of :data:`SLURM_TOOLS` is replaced by a directory of links to
+    everything else in it. Snakemake imports every installed executor plugin at start; the SLURM
+    plugin then runs `scontrol show config`, which waits ~10 s where slurm-client is installed
+    and configured but no controller answers. Without `sinfo` on PATH it asks nothing.
+    """
+    parts = []
+    for i, entry in enumerate(path.split(os.pathsep)):
+        folder = Path(entry)
+        if not entry or not any((folder / tool).exists() for tool in SLURM_TOOLS):
+            parts.append(entry)
+            continue
+        shadow = shadow_root / str(i)
+        shadow.mkdir(parents=True)
+        for item in folder.iterdir():
+            if item.name not in SLURM_TOOLS:
+                (shadow / item.name).symlink_to(item)
+        parts.append(str(shadow))
+    return os.pathsep.join(parts)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def slurm_out_of_reach(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Every snakemake the tests start runs as fast on a host with a stopped SLURM as without.
+
+    The SLURM tier (`-m slurm`) keeps the real PATH: it submits jobs.
+    """
+    if any(item.get_closest_marker("slurm") for item in request.session.items):
+        yield
+        return
+    before = os.environ["PATH"]
+    os.environ["PATH"] = path_without_slurm(before, tmp_path_factory.mktemp("path"))
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = before
+
+
 def snakemake_argv(workdir: Path, *args: str) -> list[str]:
     """The command that runs this repository's workflow in ``workdir`` (what a user types)."""
     return [
@@ -58,6 +126,29 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model-cache")
     os.environ["JOULEBENCH_CACHE_DIR"] = str(path)
     return path
+
+
+def capture_generate(engine: Any, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every tensor a transformers engine's ``model.generate`` returns, kept for the test to
+    check by itself (not through the engine's own count)."""
+    outputs: list[Any] = []
+    real = engine.model.generate
+
+    def generate(*args: Any, **kwargs: Any) -> Any:
+        outputs.append(real(*args, **kwargs))
+        return outputs[-1]
+
+    monkeypatch.setattr(engine.model, "generate", generate)
+    return outputs
+
+
+def assert_exact_new_tokens(out: Any, prompt_ids: Any, asked: int, tokenizer: Any) -> None:
+    """``out`` is the prompts followed by ``asked`` real tokens each: none stopped at an EOS and
+    was padded to the batch's width."""
+    n_prompts, prompt_len = tuple(prompt_ids.shape)
+    assert tuple(out.shape) == (n_prompts, prompt_len + asked)
+    assert (out[:, :prompt_len] == prompt_ids).all()
+    assert tokenizer.eos_token_id not in set(out[:, prompt_len:].flatten().tolist())
 
 
 @pytest.fixture(scope="session")

@@ -18,13 +18,21 @@ from aiohttp import web
 
 
 class FakeServer:
-    def __init__(self, token_delay_s: float = 0.0, fail_every: int = 0, hang: bool = False):
+    def __init__(
+        self,
+        token_delay_s: float = 0.0,
+        fail_every: int = 0,
+        hang: bool = False,
+        stop_after: int = 0,
+    ):
         self.token_delay_s = token_delay_s
+        self.stop_after = stop_after  # > 0: every answer ends after this many tokens (an EOS)
         self.fail_every = fail_every
         self.hang = hang
         self.arrivals: list[float] = []
         self.wall_arrivals: list[float] = []
         self.bodies: list[dict[str, Any]] = []
+        self.answered = 0  # streams written to the end
 
     async def _stream(
         self, request: web.Request, tgi: bool, chat: bool = False
@@ -39,6 +47,8 @@ class FakeServer:
             await asyncio.sleep(2)
             return web.Response(text="too late")
         n = body["parameters"]["max_new_tokens"] if tgi else body.get("max_tokens") or 4
+        if self.stop_after:
+            n = min(n, self.stop_after)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for i in range(n):
@@ -63,6 +73,7 @@ class FakeServer:
             }
             await resp.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
         await resp.write_eof()
+        self.answered += 1
         return resp
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
@@ -79,7 +90,12 @@ class FakeServer:
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"arrivals": self.arrivals, "wall_arrivals": self.wall_arrivals, "bodies": self.bodies}
+            {
+                "arrivals": self.arrivals,
+                "wall_arrivals": self.wall_arrivals,
+                "bodies": self.bodies,
+                "answered": self.answered,
+            }
         )
 
     def serve(self, port: int = 0) -> None:

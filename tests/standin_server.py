@@ -21,7 +21,7 @@ from fakeserver import FakeServer
 if __name__ == "__main__":
     port = int(sys.argv[1])
     helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    pids = {"server": os.getpid(), "helper": helper.pid}
+    pids = {"server": os.getpid(), "helper": helper.pid, "port": port}
     if len(sys.argv) > 2:
         pidfile = Path(sys.argv[2])
         tmp = pidfile.with_suffix(".tmp")

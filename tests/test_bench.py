@@ -71,13 +71,14 @@ class FakeEngine:
     def make_inputs(self, batch_size: int, input_len: int, seed: int) -> Any:
         return batch_size
 
-    def generate(self, inputs: Any, new_tokens: int, on_first_token: Any = None) -> None:
+    def generate(self, inputs: Any, new_tokens: int, on_first_token: Any = None) -> list[int]:
         self.calls.append(new_tokens)
         self.meter.advance(0.1, 300.0)
         if on_first_token:
             on_first_token()
         self.meter.advance(0.01 * (new_tokens - 1), 100.0)
         self.meter.advance(0.05, 200.0)
+        return [new_tokens] * inputs  # as the engines do: real new tokens per prompt
 
 
 def spec(**m: Any) -> BenchSpec:

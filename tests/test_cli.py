@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -40,6 +41,7 @@ def test_bench_by_hand_writes_a_record_with_provenance(
     tiny_model: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "rec.json"
+    started = time.perf_counter()
     rc = main(
         [
             *bench_fp32_cpu(tiny_model),
@@ -64,16 +66,13 @@ def test_bench_by_hand_writes_a_record_with_provenance(
             "--quiet",
         ]
     )
+    wall_s = time.perf_counter() - started
     assert rc == 0
     rec = json.loads(out.read_text())
     assert rec["status"] == "ok"
     assert rec["config"]["model"] == "tiny"
     assert rec["meter"]["source"] == "estimate"
     assert len(rec["runs"]) == 2 * 3
-    # the estimate (idle_w 10, tdp_w 45 by default) puts every window between those powers
-    for r in rec["runs"]:
-        if r["phase"] != "decode":
-            assert 10.0 * r["time_s"] <= r["energy_j"] * (1 + 1e-9) <= 45.0 * r["time_s"] * 1.0001
     prov = rec["provenance"]
     assert prov["packages"]["torch"].startswith("2.13")
     assert set(prov["git"]) == {"commit", "dirty"}
@@ -83,16 +82,18 @@ def test_bench_by_hand_writes_a_record_with_provenance(
     info = rec["energy_method"]
     assert info["meter"] == "estimate" and info["sample_hz"] == 50
     assert info["power_fields"] == {"cpu": "model:process_cpu_time"}
-    assert info["idle"]["duration_s"] >= 0.2  # a sleep of 0.2 s inside the window, never less
-    assert 10.0 <= info["idle"]["power_w"] <= 45.0
+    assert 0.2 <= info["idle"]["duration_s"] < wall_s  # a sleep is never shorter than asked
+    # the baseline was idle: the estimate's idle_w (10 W) plus at most a tenth of its dynamic
+    # range (35 W); model loading or a generation inside it would read far above
+    idle_w = info["idle"]["power_w"]
+    assert 10.0 <= idle_w < 13.5
     assert info["trace_file"] == "rec.trace.parquet"
     trace = pl.read_parquet(tmp_path / "rec.trace.parquet")
     assert trace.height == info["trace_samples"] > 10
     assert set(trace["device"]) == {"cpu"}
     full = [r for r in rec["runs"] if r["phase"] == "full"]
     assert all(r["direct_energy_j"] > 0 and r["conservation_pct"] is not None for r in full)
-    idle_w = info["idle"]["power_w"]
-    for r in full:  # net = gross − idle power × the window's time
+    for r in full:  # net is gross less the idle baseline's power over the same time
         assert r["net_energy_j"] == pytest.approx(r["energy_j"] - idle_w * r["time_s"])
     assert "J/token" in capsys.readouterr().out
     rc = main(["provenance", str(out)])

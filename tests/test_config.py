@@ -115,7 +115,14 @@ BAD_VALUES: list[tuple[str, Any, str, str]] = [
     ("models.0.architecture", None, "models[0].architecture", "required"),
     ("models.0.name", "a/b", "models[0].name", "does not match"),
     ("models.0.repo", "x/y", "models[0].repo", "only applies to source 'hub'"),
-    ("output_lengths", [4096], "output_lengths", "exceed the context"),
+    ("output_lengths", [4096], "output_lengths[0]", "exceed the context"),
+    ("output_lengths", [8, 2040], "output_lengths[1]", "at most 2032 with that input"),
+    ("input_lengths", [16, 4096], "input_lengths[1]", "leave no room for output"),
+    ("input_lengths", [2048], "input_lengths[0]", "allowed: below 2048"),
+    ("analysis.baseline.precision", "fp16", "analysis.baseline.precision", "one of precisions"),
+    ("analysis.baseline.precision", "fp9", "analysis.baseline.precision", "unknown precision"),
+    ("analysis.baseline.batch_size", 8, "analysis.baseline.batch_size", "batch_sizes (1, 4)"),
+    ("measurement.cpu_estimate.idle_w", 46, "measurement.cpu_estimate.idle_w", "above tdp_w"),
     ("analysis.confidence", 1.5, "analysis.confidence", "invalid"),
     ("models", [], "models", "non-empty"),
     ("study", "my study", "study", "does not match"),
@@ -137,6 +144,18 @@ def test_bad_values_name_their_key(path: str, value: Any, key: str, fragment: st
         config.validate(with_change(path, value))
     assert err.value.key == key
     assert fragment in str(err.value)
+
+
+def test_unset_baseline_is_a_configuration_the_study_runs() -> None:
+    cfg = config.validate(with_change("precisions", ["bf16", "fp16"]) | {"batch_sizes": [4, 2]})
+    assert cfg["analysis"]["baseline"] == {"precision": "bf16", "batch_size": 2}
+    cfg = config.validate(copy.deepcopy(BASE))
+    assert cfg["analysis"]["baseline"] == {"precision": "fp32", "batch_size": 1}
+
+
+def test_idle_power_may_equal_tdp() -> None:
+    cfg = with_change("measurement.cpu_estimate", {"idle_w": 30.0, "tdp_w": 30.0})
+    assert config.validate(cfg)["measurement"]["cpu_estimate"]["idle_w"] == 30.0
 
 
 def test_cpu_only_precision_on_cuda_is_rejected() -> None:

@@ -119,4 +119,6 @@ def test_provenance_records_no_environment_secrets(
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     prov = json.dumps(provenance.collect())
     assert "s3cr3t-value-xyz" not in prov
+    # the control, not the property: collect() read this test's environment (set after import),
+    # so the secret's absence above is not the result of reading a stale or empty one
     assert '"job_id": "4242"' in prov

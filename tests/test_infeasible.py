@@ -12,7 +12,7 @@ from conftest import bench_fp32_cpu, make_record
 from joulebench import analysis, bench, plots
 from joulebench.cli import main
 from joulebench.config import BenchSpec
-from joulebench.energy import Measurement
+from joulebench.energy.estimate import CpuEstimateMeter
 from joulebench.memory import (
     InfeasibleError,
     MemoryNeed,
@@ -51,13 +51,14 @@ class OomEngine:
     def make_inputs(self, batch_size: int, input_len: int, seed: int) -> Any:
         return None
 
-    def generate(self, inputs: Any, new_tokens: int, on_first_token: Any = None) -> None:
+    def generate(self, inputs: Any, new_tokens: int, on_first_token: Any = None) -> list[int]:
         if self.batch > 4:
             import torch
 
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         if on_first_token:
             on_first_token()
+        return [new_tokens] * self.batch
 
     def synchronize(self) -> None: ...
     def reset_peak_memory(self) -> None: ...
@@ -86,7 +87,7 @@ def test_oom_becomes_an_infeasible_record(
 
 def test_other_errors_are_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
     class Broken(OomEngine):
-        def generate(self, inputs: Any, new_tokens: int, on_first_token: Any = None) -> None:
+        def generate(self, inputs: Any, new_tokens: int, on_first_token: Any = None) -> list[int]:
             raise ValueError("a real bug")
 
     monkeypatch.setattr(bench, "make_engine", lambda *a, **k: Broken(1))
@@ -167,4 +168,30 @@ def test_infeasible_points_are_listed_and_missing_from_figures(tmp_path: Path) -
 
 
 def test_estimate_meter_never_reads_more_than_every_core() -> None:
-    assert Measurement(1.0, {"cpu": 1.0}, "estimate").avg_power_w == 1.0
+    """A window that sees more CPU time than its cores could give reads tdp_w, not more.
+
+    A child burns 0.3 s of CPU and exits; it is reaped inside a window of a few ms, so its CPU
+    time lands in that window at once (children's times count when they are waited for).
+    """
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    watched = psutil.Process(child.pid)
+    while watched.status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.01)
+    meter = CpuEstimateMeter(idle_w=5.0, tdp_w=45.0, cores=1)
+    before = psutil.Process().cpu_times()
+    meter.begin_window("w")
+    child.wait()
+    m = meter.end_window("w")
+    after = psutil.Process().cpu_times()
+    busy = (after.children_user + after.children_system) - (
+        before.children_user + before.children_system
+    )
+    assert busy > 10 * m.time_s  # the window really saw more CPU than one core can give
+    assert m.avg_power_w == pytest.approx(45.0)

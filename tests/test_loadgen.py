@@ -24,25 +24,25 @@ def requests_for(offsets: np.ndarray, release: np.ndarray | None = None, out: in
     ]
 
 
-def test_poisson_load_keeps_time_and_looks_poisson() -> None:
+def test_poisson_load_sends_each_request_at_its_time_never_before() -> None:
+    """Correctness only: how close to its time a send lands depends on the machine's load and
+    is measured by tests/perf/loadgen_precision.py."""
     offsets = schedule(ArrivalSpec("poisson", rate=100.0), 400, seed=3)
     with FakeServer() as server:
         results, t0 = loadgen.run(Target(server.url), requests_for(offsets), timeout_s=10)
         arrived = np.array(server.arrivals) - t0
-    table = loadgen.results_table(results)
+        order = [int(b["prompt"].split()[-1]) for b in server.bodies]
+    table = loadgen.results_table(results).sort("request")
     assert table.height == 400 and (table["status"] == "ok").all()
-    lag = table["send_lag_s"].to_numpy()
-    assert np.all(lag >= 0)
-    # loose bounds: a shared CI machine stalls processes; tests/perf measures the real precision
-    assert np.quantile(lag, 0.5) < 0.005 and np.quantile(lag, 0.99) < 0.05, lag.max()
-    sent = np.sort(table["sent_s"].to_numpy())
-    gaps = np.diff(sent)
-    assert (len(sent) - 1) / (sent[-1] - sent[0]) == pytest.approx(100, rel=0.15)
-    assert np.std(gaps) / np.mean(gaps) == pytest.approx(1.0, abs=0.15)
-    counts = np.bincount((sent / 0.1).astype(int))
-    assert counts.var() / counts.mean() == pytest.approx(1.0, abs=0.4)
-    # the server saw each request within a few ms of its send time
-    assert np.median(np.sort(arrived) - sent) < 0.005
+    # the schedule it was given is the one recorded, untouched
+    assert table["arrival_s"].to_numpy() == pytest.approx(offsets, abs=1e-9)
+    assert table["release_s"].to_numpy() == pytest.approx(offsets, abs=1e-9)
+    sent = table["sent_s"].to_numpy()
+    assert np.all(sent >= offsets) and np.all(table["send_lag_s"].to_numpy() >= 0)
+    # the server saw each request after it was sent and before its answer ended
+    seen = np.empty(400)
+    seen[order] = arrived
+    assert np.all(seen >= sent) and np.all(seen <= table["end_s"].to_numpy())
 
 
 def test_every_token_is_timed() -> None:
@@ -51,10 +51,13 @@ def test_every_token_is_timed() -> None:
         results, _ = loadgen.run(Target(server.url), requests_for(offsets, out=5), timeout_s=10)
     table = loadgen.results_table(results)
     for row in table.iter_rows(named=True):
-        assert row["output_tokens"] == 5 and len(row["token_times_s"]) == 5
-        assert np.all(np.diff(row["token_times_s"]) > 0.005)
-        assert row["sent_s"] <= row["first_token_s"] <= row["end_s"]
-        assert row["tpot_s"] == pytest.approx(0.01, abs=0.008)
+        times = np.asarray(row["token_times_s"])
+        assert row["output_tokens"] == 5 and times.size == 5
+        assert np.all(np.diff(times) >= 0)
+        assert row["sent_s"] <= row["first_token_s"] == times[0] <= times[-1] <= row["end_s"]
+        # the server waits 10 ms before each token: no token can be read before its time
+        assert np.all(times - row["sent_s"] >= 0.01 * np.arange(1, 6) - 1e-4)
+        assert row["tpot_s"] == pytest.approx((times[-1] - times[0]) / 4)
         assert row["ttft_s"] <= row["e2e_s"]
 
 
@@ -73,6 +76,23 @@ def test_tgi_protocol_and_output_control() -> None:
     assert '"min_new_tokens": 7' in body["generation_config"]
 
 
+@pytest.mark.parametrize("protocol", ["openai", "tgi"])
+def test_an_answer_shorter_than_asked_is_counted_short_not_ok(protocol: str) -> None:
+    """The server ends every answer after 3 tokens (an early EOS); 5 were asked."""
+    with FakeServer(stop_after=3) as server:
+        results, _ = loadgen.run(
+            Target(server.url, protocol=protocol), requests_for(np.zeros(2), out=5), 10
+        )
+    assert [(r.status, r.output_tokens) for r in results] == [("short", 3)] * 2
+    assert results[0].error == "3 of the 5 tokens asked"
+    counts = loadgen.outcome_counts(results)
+    assert counts["completed"] == 0 and counts["short"] == 2
+    assert loadgen.describe_counts(results).startswith("0 completed, 2 short of the tokens asked")
+    table = loadgen.results_table(results)
+    assert table["status"].to_list() == ["short", "short"]
+    assert table["output_tokens"].to_list() == [3, 3]
+
+
 def test_errors_are_recorded_not_dropped() -> None:
     offsets = np.arange(9) * 0.002
     with FakeServer(fail_every=3) as server:
@@ -85,11 +105,13 @@ def test_errors_are_recorded_not_dropped() -> None:
 
 
 def test_timeouts_are_bounded_and_recorded() -> None:
-    with FakeServer(hang=True) as server:
-        start = time.perf_counter()
-        results, _ = loadgen.run(Target(server.url), requests_for(np.zeros(3)), timeout_s=0.3)
-        assert time.perf_counter() - start < 1.5  # the server would hang for 2 s
+    with FakeServer(hang=True) as server:  # it answers 2 s after each request arrives
+        results, t0 = loadgen.run(Target(server.url), requests_for(np.zeros(3)), timeout_s=0.3)
+        answers_at = np.array(server.arrivals) - t0 + 2.0
     assert [r.status for r in results] == ["timeout"] * 3
+    for r in results:
+        assert r.end_s - r.sent_s >= 0.3  # not before its timeout
+    assert max(r.end_s for r in results) < answers_at.min()  # nor waiting for the answer
 
 
 def test_unreachable_server_is_an_error_per_request() -> None:
@@ -115,7 +137,7 @@ def test_group_shaping_sends_in_groups() -> None:
     table = loadgen.results_table(results)
     assert sorted(set(np.round(table["release_s"].to_numpy(), 6))) == [0.1, 0.2, 0.3]
     assert (table["hold_s"] >= 0).all()
-    assert table["send_lag_s"].max() < 0.02
+    assert (table["sent_s"] >= table["release_s"]).all()  # none leaves before its group
 
 
 def test_garbage_collection_waits_for_gaps_and_is_restored() -> None:
@@ -155,7 +177,7 @@ class SignalIntoLoad:
 def _assert_each_request_accounted_once(results: list, planned: int) -> dict[str, int]:
     assert sorted(r.index for r in results) == list(range(planned))
     counts = loadgen.outcome_counts(results)
-    assert counts["completed"] + counts["failed"] + counts["not_sent"] == planned
+    assert counts["completed"] + counts["short"] + counts["failed"] + counts["not_sent"] == planned
     for r in results:
         if r.status == "not_sent":
             assert np.isnan(r.sent_s) and r.error.startswith("not sent: ")
@@ -209,11 +231,12 @@ def test_a_server_that_stops_answering_stops_the_load_in_bounded_time() -> None:
                     watchdog=watchdog,
                 )
             assert freeze.sent_at is not None
-            took = time.perf_counter() - freeze.sent_at
         finally:
             os.kill(proc.pid, signal.SIGCONT)
     # a request times out 0.4 s after the freeze, the probe gives up 0.3 s later; without the
-    # watchdog the load would go on for 2.65 s more
-    assert took < 1.6, took
+    # watchdog the load would go on for 2.65 s more: requests due then were never sent
     counts = _assert_each_request_accounted_once(info.value.results, 150)
     assert counts["timed_out"] >= 1 and counts["completed"] >= 1 and counts["not_sent"] >= 20
+    for r in info.value.results:
+        if r.status == "timeout":
+            assert r.end_s - r.sent_s >= 0.4

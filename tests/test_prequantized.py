@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import assert_exact_new_tokens, capture_generate
 from joulebench import config, models, precisions
 from joulebench.errors import ConfigError
 
@@ -110,7 +111,7 @@ def test_shipped_quantization_of_other_formats(tmp_path: Path) -> None:
 
 
 def test_transformers_runs_a_prequantized_compressed_tensors_checkpoint(
-    tiny_model: Path, tmp_path: Path
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A compressed-tensors checkpoint from elsewhere (here: one joulebench wrote) as shipped."""
     from joulebench.engines import make_engine
@@ -125,7 +126,10 @@ def test_transformers_runs_a_prequantized_compressed_tensors_checkpoint(
     assert manifest["quantization"]["bits"] == 8
     engine = make_engine("transformers", str(shipped), "prequantized", "cpu", variant=manifest)
     engine.load()
-    engine.generate(engine.make_inputs(2, 8, seed=0), new_tokens=4)
+    outputs = capture_generate(engine, monkeypatch)
+    inputs = engine.make_inputs(2, 8, seed=0)
+    assert engine.generate(inputs, new_tokens=4) == [4, 4]
+    assert_exact_new_tokens(outputs[-1], inputs["input_ids"], 4, engine.tokenizer)
     assert engine.describe()["quantized_execution"]["activation_quantize_dequantize"] == [
         "int8 per token"
     ]

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, assert_exact_new_tokens, capture_generate
 from joulebench import precisions, quantize
 from joulebench.cli import main
 from joulebench.engines import make_engine
@@ -181,13 +181,18 @@ def test_tokenizer_and_recipe_travel_with_the_checkpoint(
 
 @pytest.mark.parametrize("name", ["ct-w4a16", "ct-w8a16", "ct-w8a8"])
 def test_transformers_generates_exact_token_counts(
-    name: str, quant_model: Path, checkpoints: dict[str, quantize.QuantizedCheckpoint]
+    name: str,
+    quant_model: Path,
+    checkpoints: dict[str, quantize.QuantizedCheckpoint],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     variant = {"checkpoint": str(checkpoints[name].path), "load": {"dtype": "bfloat16"}}
     engine = make_engine("transformers", str(quant_model), name, "cpu", variant=variant)
     engine.load()
+    outputs = capture_generate(engine, monkeypatch)
     inputs = engine.make_inputs(batch_size=2, input_len=8, seed=0)
-    engine.generate(inputs, new_tokens=5)  # raises unless exactly 5 tokens per prompt
+    assert engine.generate(inputs, new_tokens=5) == [5, 5]
+    assert_exact_new_tokens(outputs[-1], inputs["input_ids"], 5, engine.tokenizer)
     execution = engine.describe()["quantized_execution"]
     assert execution["quantized_modules"] == 14
     assert execution["status"] == ["decompressed"]  # at load, not in a measured forward

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import textwrap
 import time
@@ -80,7 +81,8 @@ def test_stubborn_server_is_killed(tmp_path: Path) -> None:
     leader, child = server.pid, int(pidfile.read_text())
     start = time.monotonic()
     server.stop()
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start >= 0.5  # it gave SIGTERM its stop_timeout_s
+    assert server.returncode == -signal.SIGKILL  # then killed what ignored it
     assert gone(leader) and gone(child)
 
 
@@ -151,8 +153,8 @@ def test_a_stopped_server_is_stopped_without_waiting_for_the_kill(tmp_path: Path
     server.start()
     leader, child = server.pid, int(pidfile.read_text())
     os.kill(leader, signal.SIGSTOP)  # a frozen server: SIGTERM alone would wait for SIGCONT
-    start = time.monotonic()
     server.stop()
-    assert time.monotonic() - start < 5  # SIGCONT after SIGTERM: no 10 s wait for SIGKILL
+    # SIGCONT after SIGTERM: it ended by the SIGTERM, so stop() never waited out the 10 s
+    # stop_timeout_s that ends in a SIGKILL
     assert server.returncode == -signal.SIGTERM
     assert gone(leader, within_s=0) and gone(child, within_s=0)  # stop() waited for the group

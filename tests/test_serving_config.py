@@ -108,6 +108,8 @@ def test_no_serving_section_no_sessions() -> None:
             "does not exist",
         ),
         ({"output_len": 4096}, r"serving\.output_len", "exceed the context"),
+        ({"input_len": 2048}, r"serving\.input_len", "leave no room for output"),
+        ({"requests": 10, "steady_batch": 11}, r"serving\.steady_batch", "allowed: 1 to 10"),
     ],
 )
 def test_errors_name_key_value_and_allowed(changes: dict, key: str, message: str) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from joulebench.engines import EngineOptions, make_engine
+from joulebench.engines import EngineOptions, GenerationError, make_engine
 from joulebench.errors import ConfigError, JoulebenchError
 
 
@@ -62,3 +64,39 @@ def test_missing_vllm_is_a_clear_error(tiny_model: Path) -> None:
         pytest.skip("vLLM is installed here")
     with pytest.raises(JoulebenchError, match="needs the vllm package"):
         vllm_engine(tiny_model).load()
+
+
+class FakeLLM:
+    """vllm.LLM's generate, answering each prompt with the token counts the test gives."""
+
+    def __init__(self, counts: list[int]) -> None:
+        self.counts = counts
+
+    def generate(self, prompts: list, params: object, use_tqdm: bool = False) -> list:
+        return [
+            SimpleNamespace(outputs=[SimpleNamespace(token_ids=list(range(n)))])
+            for n in self.counts
+        ]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Just enough of the vllm package for the engine to build its sampling parameters."""
+    module = SimpleNamespace(SamplingParams=lambda **kw: SimpleNamespace(**kw))
+    kinds = SimpleNamespace(RequestOutputKind=SimpleNamespace(DELTA="delta"))
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", kinds)
+
+
+@pytest.mark.usefixtures("fake_vllm")
+def test_a_prompt_answered_short_is_an_error(tiny_model: Path) -> None:
+    engine = vllm_engine(tiny_model)
+    prompts = [{"prompt_token_ids": [1, 2]}] * 3
+    engine.llm = FakeLLM([4, 4, 4])
+    assert engine.generate(prompts, 4) == [4, 4, 4]
+    engine.llm = FakeLLM([4, 3, 4])
+    with pytest.raises(GenerationError, match=r"per prompt, got \[4, 3, 4\]"):
+        engine.generate(prompts, 4)
+    engine.llm = FakeLLM([4, 4])  # a prompt without an answer
+    with pytest.raises(GenerationError, match=r"got \[4, 4\]"):
+        engine.generate(prompts, 4)

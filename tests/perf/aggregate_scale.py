@@ -1,6 +1,7 @@
 """Aggregation at scale: 100,000 synthetic records through the tidy table, summary, derived
 columns and long table, and 10 million power-trace samples written, read and integrated over
-every measured window. Prints time and peak memory per step.
+every measured window. Prints time and peak memory per step, one table, and exits 1 when
+the whole takes longer than ``--max-seconds`` or more memory than ``--max-rss-mib``.
 
     .venv/bin/python tests/perf/aggregate_scale.py [--records 100000] [--reps 5] [--samples 1e7]
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import random
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,8 +22,12 @@ import numpy as np
 import polars as pl
 from joulebench import analysis, derived
 from joulebench.energy.trace import PowerTrace
+from perfkit import Figure, OthersCpu, report
 
 PRECISIONS = ("fp32", "fp16", "bf16", "cpu-int8")
+#: Targets for the defaults (100k records, 10M samples): what a study of that size may cost.
+MAX_SECONDS = 120.0
+MAX_RSS_MIB = 8192.0
 ANALYSIS = {
     "baseline": {"precision": "fp32", "batch_size": 1},
     "grid_intensity_g_per_kwh": 400.0,
@@ -95,12 +101,8 @@ def step(name: str, fn: Callable[[], Any], table: list[tuple[str, float, float, 
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--records", type=int, default=100_000)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--samples", type=float, default=1e7)
-    args = ap.parse_args()
+def run_steps(args: argparse.Namespace) -> list[tuple[str, float, float, str]]:
+    """Every step, timed: (name, seconds, peak RSS MiB so far, rows × columns)."""
     rng = random.Random(0)
     table: list[tuple[str, float, float, str]] = []
     records = step(
@@ -140,14 +142,32 @@ def main() -> None:
         lambda: PowerTrace(trace).energy(starts, starts + 5.0)["cuda:0"],
         table,
     )
-    print(
+    return table
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--samples", type=float, default=1e7)
+    ap.add_argument("--max-seconds", type=float, default=MAX_SECONDS, help="target: all steps")
+    ap.add_argument("--max-rss-mib", type=float, default=MAX_RSS_MIB, help="target: peak RSS")
+    args = ap.parse_args()
+    with OthersCpu() as others:
+        table = run_steps(args)
+    total_s = sum(seconds for _, seconds, _, _ in table)
+    peak_mib = max(peak for _, _, peak, _ in table)
+    figures = [Figure(f"{name} ({shape})", seconds, "s") for name, seconds, _, shape in table]
+    figures += [
+        Figure("every step", total_s, "s", args.max_seconds),
+        Figure("peak RSS", peak_mib, "MiB", args.max_rss_mib),
+    ]
+    title = (
         f"{args.records:,} records × {args.reps} repetitions × 3 phases; "
         f"{int(args.samples):,} trace samples"
     )
-    print(f"{'step':<20}{'seconds':>10}{'peak RSS MiB':>14}  rows × columns")
-    for name, seconds, peak, shape in table:
-        print(f"{name:<20}{seconds:>10.2f}{peak:>14.0f}  {shape}")
+    return report(title, figures, others)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

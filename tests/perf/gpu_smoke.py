@@ -34,7 +34,10 @@ from joulebench.config import BenchSpec
 from joulebench.energy import make_meter
 from joulebench.engines import make_engine
 from joulebench.models import synthesize
+from perfkit import Figure, OthersCpu, machine_load
 
+#: Target: the whole sweep, on an H100 (the README's run took 235 s).
+MAX_TOTAL_S = 360.0
 #: The seed study's int8 and int4, run when the machine can.
 BNB_PRECISIONS = ("bnb-int8", "bnb-nf4")
 
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if bnb_skipped:
         print(bnb_skipped)
     lines: list[str] = []
+    others = OthersCpu().__enter__()  # ended after the sweep, whatever happens in it
     try:
         idle = bench.measure_idle(meter, args.idle_s)  # once, before any model is loaded
         idle_w = idle.total_j / idle.time_s if idle else float("nan")
@@ -192,10 +196,16 @@ def main(argv: list[str] | None = None) -> int:
         meter.close()
     if info.get("power_field_changes"):
         print(f"power field changes during the run: {info['power_field_changes']}")
+    others.__exit__()
+    print(f"machine: {machine_load(others)}")
+    total = Figure("whole sweep", time.perf_counter() - t_start, "s", MAX_TOTAL_S)
+    print(f"total {total.value:.0f} s (target {total.target} s)")
     if stopped:
-        print(f"stopped before {stopped}: the {args.budget_s:g} s budget was used up")
-    print(f"total {time.perf_counter() - t_start:.0f} s")
-    return 0
+        print(
+            f"target missed: stopped before {stopped}, the {args.budget_s:g} s budget was used up"
+        )
+        return 1
+    return 0 if total.met else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Harness overhead: tokens/s through joulebench's engine + meter vs a bare generate loop.
 
 Both run in this process on the same tiny model, batch and prompts, interleaved in rounds so that
-drift in machine speed hits both alike. Prints a table and the ratio (target ≥ 0.98).
+drift in machine speed hits both alike. Prints one table with the ratio (target ≥ 0.98) and
+exits 1 when it is missed.
 
     .venv/bin/python tests/perf/harness_overhead.py [--rounds 7] [--batch-size 8]
     .venv-vllm/bin/python tests/perf/harness_overhead.py --engine vllm
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,9 +30,10 @@ from joulebench.config import BenchSpec
 from joulebench.energy import make_meter
 from joulebench.engines import EngineOptions, make_engine
 from joulebench.models import synthesize
+from perfkit import Figure, OthersCpu, report
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -94,32 +97,24 @@ def main() -> None:
         full = next(r for r in rows if r["phase"] == "full")
         rates_jb.append(full["tokens"] / full["time_s"])
 
-    for i in range(args.rounds):  # alternate the order so neither path always runs first
-        for step in (run_bare, run_joulebench) if i % 2 == 0 else (run_joulebench, run_bare):
-            step()
+    with OthersCpu() as others:
+        for i in range(args.rounds):  # alternate the order so neither path always runs first
+            for step in (run_bare, run_joulebench) if i % 2 == 0 else (run_joulebench, run_bare):
+                step()
 
     med_jb, med_bare = statistics.median(rates_jb), statistics.median(rates_bare)
-    print(
-        f"{args.engine}: tiny-llama {args.precision}, batch {b}, in {n_in}, out {n_out}, "
-        f"{args.threads or torch.get_num_threads()} threads, {args.rounds} rounds "
-        "(median tokens/s)"
-    )
-    print(f"{'path':<28}{'tokens/s':>12}{'min':>10}{'max':>10}")
-    print(
-        f"{'bare ' + args.engine + ' generate':<28}{med_bare:>12.1f}{min(rates_bare):>10.1f}"
-        f"{max(rates_bare):>10.1f}"
-    )
-    print(
-        f"{'joulebench engine + meter':<28}{med_jb:>12.1f}{min(rates_jb):>10.1f}"
-        f"{max(rates_jb):>10.1f}"
-    )
     paired = sorted(j / b for j, b in zip(rates_jb, rates_bare, strict=True))
-    q1, q3 = paired[len(paired) // 4], paired[(3 * len(paired)) // 4]
-    print(f"ratio of medians joulebench / bare: {med_jb / med_bare:.3f}")
-    print(
-        f"median of paired per-round ratios:  {statistics.median(paired):.3f} "
-        f"(IQR {q1:.3f}-{q3:.3f})  target >= 0.98"
+    title = (
+        f"{args.engine}: tiny-llama {args.precision}, batch {b}, in {n_in}, out {n_out}, "
+        f"{args.threads or torch.get_num_threads()} threads, {args.rounds} rounds"
     )
+    figures = [
+        Figure(f"bare {args.engine} generate (median)", med_bare, "tokens/s"),
+        Figure("joulebench engine + meter (median)", med_jb, "tokens/s"),
+        Figure("median of paired per-round ratios", statistics.median(paired), "ratio"),
+        Figure("ratio of medians joulebench / bare", med_jb / med_bare, "ratio", 0.98, False),
+    ]
+    return report(title, figures, others)
 
 
 def bare_transformers(model_dir: Path, engine: Any, inputs: Any, n_out: int) -> Callable[[], None]:
@@ -159,4 +154,4 @@ def bare_vllm(engine: Any, inputs: Any, n_out: int) -> Callable[[], None]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

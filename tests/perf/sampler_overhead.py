@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from joulebench.energy import estimate, nvml, rapl
+from perfkit import Figure, OthersCpu, report
 
 
 def sensors() -> list[tuple[str, Callable[[float], Any]]]:
@@ -43,27 +44,38 @@ def sensors() -> list[tuple[str, Callable[[float], Any]]]:
     return out
 
 
-def main() -> None:
+#: Target: CPU time per sample of the sampling thread (0.5 ms is 1% of a core at 20 Hz).
+MAX_US_PER_SAMPLE = 500.0
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="run time per cell")
     ap.add_argument("--rates", type=float, nargs="+", default=[10.0, 20.0, 100.0])
     args = ap.parse_args()
-    print(f"{'sensor':<34}{'Hz':>6}{'samples':>9}{'CPU ms/s':>10}{'% core':>8}{'µs/sample':>11}")
-    for name, build in sensors():
-        for hz in args.rates:
-            meter = build(hz)
-            sampler = meter._sampler
-            time.sleep(args.seconds)
-            cpu = sampler.cpu_seconds()
-            ticks = sampler.ticks
-            meter.close()
-            per_s = cpu / args.seconds
-            print(
-                f"{name:<34}{hz:>6g}{ticks:>9d}{per_s * 1e3:>10.3f}{per_s * 100:>8.3f}"
-                f"{cpu / max(ticks, 1) * 1e6:>11.1f}"
-            )
-    print(f"({args.seconds:g} s per cell; CPU time of the sampling thread only)")
+    figures = []
+    with OthersCpu() as others:
+        for name, build in sensors():
+            for hz in args.rates:
+                meter = build(hz)
+                sampler = meter._sampler
+                time.sleep(args.seconds)
+                cpu = sampler.cpu_seconds()
+                ticks = sampler.ticks
+                meter.close()
+                share = cpu / args.seconds * 100
+                figures.append(Figure(f"{name} {hz:g} Hz: % of a core", share, "%"))
+                figures.append(
+                    Figure(
+                        f"{name} {hz:g} Hz: CPU per sample",
+                        cpu / max(ticks, 1) * 1e6,
+                        "µs",
+                        MAX_US_PER_SAMPLE,
+                    )
+                )
+    title = f"power sampler cost ({args.seconds:g} s per cell; CPU time of the sampling thread)"
+    return report(title, figures, others)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -27,12 +27,38 @@ def engine(tiny_model: Path):
     return e
 
 
-def test_generates_exactly_the_tokens_asked(engine) -> None:
+def test_generates_exactly_the_tokens_asked(engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted here from vLLM's own outputs, not by the engine's check."""
     inputs = engine.make_inputs(4, 16, seed=0)
     assert [len(p["prompt_token_ids"]) for p in inputs] == [16] * 4
-    engine.generate(inputs, 1)
-    engine.generate(inputs, 12)  # raises GenerationError on any other count
-    engine.generate(inputs, 12, on_first_token=lambda: None)
+    outputs: list = []
+    real_generate = engine.llm.generate
+
+    def generate(*args, **kwargs):
+        outputs.append(real_generate(*args, **kwargs))
+        return outputs[-1]
+
+    monkeypatch.setattr(engine.llm, "generate", generate)
+    for asked in (1, 12):
+        assert engine.generate(inputs, asked) == [asked] * 4
+        assert [len(o.outputs[0].token_ids) for o in outputs[-1]] == [asked] * 4
+        assert {o.outputs[0].finish_reason for o in outputs[-1]} == {"length"}
+    steps: list = []
+    real_step = engine.llm.llm_engine.step
+
+    def step():
+        out = real_step()
+        steps.extend(out)
+        return out
+
+    monkeypatch.setattr(engine.llm.llm_engine, "step", step)
+    assert engine.generate(inputs, 12, on_first_token=lambda: None) == [12] * 4
+    per_request: dict[str, int] = {}
+    for out in steps:
+        per_request[out.request_id] = per_request.get(out.request_id, 0) + len(
+            out.outputs[0].token_ids
+        )
+    assert sorted(per_request.values()) == [12] * 4
 
 
 def test_first_token_is_marked_once_between_start_and_end(engine) -> None:

@@ -309,6 +309,7 @@ def serving_table(records: list[dict[str, Any]]) -> pl.DataFrame:
                 "achieved_rate": ld["achieved_rate"],
                 "requests": ld["requests"],
                 "ok": ld["ok"],
+                "short": ld.get("short", 0),
                 "errors": ld["error"],
                 "timeouts": ld["timeout"],
                 "window_s": e["window"]["time_s"],

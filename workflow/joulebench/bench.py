@@ -165,11 +165,12 @@ def run_phases(
         engine.generate(inputs, n_out, on_first_token=lambda: marks.append(time.perf_counter()))
         return marks[0] if marks else math.nan
 
+    def prefill_call() -> None:
+        engine.generate(inputs, 1)
+
     rows: list[dict] = []
     for rep in tqdm(range(m["repetitions"]), desc=spec.config_id, disable=not progress):
-        prefill = measure(
-            meter, f"prefill-{rep}", lambda: engine.generate(inputs, 1), m["min_window_s"]
-        )
+        prefill = measure(meter, f"prefill-{rep}", prefill_call, m["min_window_s"])
         full = measure(meter, f"full-{rep}", full_call, m["min_window_s"])
         decode = Window(
             full.time_s - prefill.time_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -11,12 +12,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from joulebench import __version__
+from joulebench import __version__, inputs
 from joulebench.engines import ENGINES
-from joulebench.errors import JoulebenchError
+from joulebench.errors import ConfigError, JoulebenchError
 from joulebench.precisions import PRECISIONS
 
 log = logging.getLogger("joulebench")
+
+#: What a record must hold for each command that reads records (checked before any output).
+BENCH_RECORD_KEYS = ("config", "config_id", "config_hash", "provenance")
+SERVING_RECORD_KEYS = ("config", "experiment", "energy", "latency", "load", "server")
+#: What the summary and serving tables must hold for the figures and the report.
+SUMMARY_COLUMNS = ("config_id", "phase", "status", "precision", "batch_size")
+SERVING_COLUMNS = ("experiment", "pattern")
 
 #: Figure names, kept here so `--help` needs no plotting imports (tests check they agree).
 FIGURE_NAMES = ("energy_per_token_vs_batch", "phase_energy_per_request", "time_energy_pareto")
@@ -29,22 +37,67 @@ def _section_defaults(section: str) -> dict[str, Any]:
     return _with_defaults({}, load_schema()["properties"][section])
 
 
+def _section_json(section: str, text: str | None, argument: str) -> dict[str, Any]:
+    """A config section passed as JSON (``--analysis-json``), checked against the schema and
+    with its defaults filled in."""
+    import jsonschema
+
+    from joulebench.config import load_schema
+
+    given = inputs.json_object(text, argument) if text else {}
+    schema = load_schema()["properties"][section]
+    error = next(iter(jsonschema.Draft202012Validator(schema).iter_errors(given)), None)
+    if error is not None:
+        where = ".".join(map(str, error.absolute_path)) or "the object"
+        raise inputs.ArgumentError(argument, f"{where}: {error.message}")
+    return _section_defaults(section) | given
+
+
 def _analysis_config(text: str | None) -> dict[str, Any]:
-    return _section_defaults("analysis") | (json.loads(text) if text else {})
+    return _section_json("analysis", text, "--analysis-json")
+
+
+#: The flags of `joulebench bench` by the spec key each one sets.
+BENCH_FLAGS = {
+    "<top>": "bench",
+    "model": "--model",
+    "engine": "--engine",
+    "precision": "--precision",
+    "device": "--device",
+    "batch_size": "--batch-size",
+    "input_len": "--input-len",
+    "output_len": "--output-len",
+    "tensor_parallel": "--tensor-parallel",
+    "study": "--study",
+    "measurement.meter": "--meter",
+    "measurement.warmup_runs": "--warmup",
+    "measurement.repetitions": "--repetitions",
+    "measurement.min_window_s": "--min-window-s",
+    "measurement.sample_hz": "--sample-hz",
+    "measurement.idle_s": "--idle-s",
+}
+
+
+def _spec_json_key(key: str) -> str:
+    return "--spec-json" if key == "<top>" else f"--spec-json key '{key}'"
+
+
+def _flag_of(key: str) -> str:
+    return BENCH_FLAGS.get(key, "--vllm-json" if key.startswith("engine_options") else key)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
     from joulebench import bench
     from joulebench.atomic import write_json
-    from joulebench.config import BenchSpec
+    from joulebench.config import bench_spec
 
+    model_dir = inputs.model_dir(args.model_dir, "--model-dir")
     if args.spec_json:
-        spec = BenchSpec.from_dict(json.loads(args.spec_json))
+        spec = bench_spec(inputs.json_text(args.spec_json, "--spec-json"), _spec_json_key)
     else:
         missing = [f for f in ("model", "precision") if getattr(args, f) is None]
         if missing:
             raise JoulebenchError(f"bench needs --spec-json or --{' --'.join(missing)}")
-        m = _section_defaults("measurement")
         overrides = {
             "meter": _meter_arg(args.meter),
             "warmup_runs": args.warmup,
@@ -53,27 +106,27 @@ def cmd_bench(args: argparse.Namespace) -> None:
             "sample_hz": args.sample_hz,
             "idle_s": args.idle_s,
         }
-        m |= {k: v for k, v in overrides.items() if v is not None}
-        spec = BenchSpec(
-            study=args.study,
-            model=args.model,
-            engine=args.engine,
-            precision=args.precision,
-            device=args.device,
-            batch_size=args.batch_size,
-            input_len=args.input_len,
-            output_len=args.output_len,
-            measurement=m,
-            tensor_parallel=args.tensor_parallel,
-            engine_options=(_section_defaults("vllm") | json.loads(args.vllm_json or "{}"))
-            if args.engine == "vllm"
+        given = {
+            "study": args.study,
+            "model": args.model,
+            "engine": args.engine,
+            "precision": args.precision,
+            "device": args.device,
+            "batch_size": args.batch_size,
+            "input_len": args.input_len,
+            "output_len": args.output_len,
+            "measurement": {k: v for k, v in overrides.items() if v is not None},
+            "tensor_parallel": args.tensor_parallel,
+            "engine_options": inputs.json_object(args.vllm_json, "--vllm-json")
+            if args.vllm_json
             else {},
-        )
-    variant = json.loads(Path(args.variant).read_text()) if args.variant else None
+        }
+        spec = bench_spec(given, _flag_of)
+    variant = inputs.json_file(args.variant, "--variant") if args.variant else None
     trace_out = args.trace_out or args.out.with_suffix(".trace.parquet")
     record = bench.run(
         spec,
-        str(args.model_dir),
+        str(model_dir),
         variant,
         progress=not args.quiet,
         threads=args.threads,
@@ -132,8 +185,12 @@ def _print_record_summary(record: dict[str, Any]) -> None:
 
 def cmd_prepare_model(args: argparse.Namespace) -> None:
     from joulebench import models
+    from joulebench.config import check_model_entry
 
-    spec = json.loads(args.spec_json)
+    try:
+        spec = check_model_entry(inputs.json_object(args.spec_json, "--spec-json"), args.config_key)
+    except ConfigError as err:
+        raise inputs.ArgumentError(f"--spec-json ({err.key})", err.message) from None
     models.prepare(
         spec, Path(args.out), key=args.config_key, cache=models.cache_dir(args.cache_dir)
     )
@@ -141,13 +198,14 @@ def cmd_prepare_model(args: argparse.Namespace) -> None:
 
 
 def _quantization_config(text: str | None) -> dict[str, Any]:
-    return _section_defaults("quantization") | (json.loads(text) if text else {})
+    return _section_json("quantization", text, "--quantization-json")
 
 
 def cmd_variant(args: argparse.Namespace) -> None:
     from joulebench.atomic import write_json
     from joulebench.precisions import get_precision, variant_manifest
 
+    model_dir = inputs.model_dir(args.model_dir, "--model-dir")
     precision = get_precision(args.precision, "--precision")
     if precision.writes_checkpoint:
         raise JoulebenchError(
@@ -156,7 +214,7 @@ def cmd_variant(args: argparse.Namespace) -> None:
             f"{precision.name} --out-dir DIR --manifest {args.out}`"
         )
     quantization = _quantization_config(args.quantization_json)
-    manifest = variant_manifest(Path(args.model_dir), precision, quantization)
+    manifest = variant_manifest(model_dir, precision, quantization)
     write_json(args.out, manifest)
     log.info("variant %s: %s", args.precision, manifest["sizes"])
 
@@ -167,6 +225,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from joulebench.precisions import get_precision, variant_manifest
     from joulebench.quantize import cached_checkpoint
 
+    model_dir = inputs.model_dir(args.model_dir, "--model-dir")
     precision = get_precision(args.precision, "--precision")
     if not precision.writes_checkpoint:
         raise JoulebenchError(
@@ -178,10 +237,10 @@ def cmd_quantize(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     quantization = _quantization_config(args.quantization_json)
     written = cached_checkpoint(
-        Path(args.model_dir), precision, quantization, Path(args.out_dir), cache_dir(args.cache_dir)
+        model_dir, precision, quantization, Path(args.out_dir), cache_dir(args.cache_dir)
     )
     manifest = variant_manifest(
-        Path(args.model_dir),
+        model_dir,
         precision,
         quantization,
         checkpoint=written.path,
@@ -197,7 +256,9 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     from joulebench.atomic import write_with
 
     cfg = _analysis_config(args.analysis_json)
-    records = analysis.load_records(args.records)
+    records = [
+        inputs.record_file(p, "records", "benchmark", BENCH_RECORD_KEYS) for p in args.records
+    ]
     tidy = analysis.measurements(records)
     summary = analysis.summarize(tidy, cfg["confidence"], analysis.infeasible(records))
     summary = derived.enrich(summary, cfg)
@@ -209,15 +270,16 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
 
 def cmd_findings(args: argparse.Namespace) -> None:
-    import polars as pl
 
     from joulebench import analysis, findings, plots, provenance
     from joulebench.atomic import write_text
 
     cfg = _analysis_config(args.analysis_json)
-    summary = pl.read_parquet(args.summary)
-    tidy = pl.read_parquet(args.measurements)
-    serving = pl.read_parquet(args.serving) if args.serving else None
+    summary = inputs.parquet_file(args.summary, "--summary", SUMMARY_COLUMNS)
+    tidy = inputs.parquet_file(args.measurements, "--measurements", ("config_id", "phase"))
+    serving = (
+        inputs.parquet_file(args.serving, "--serving", SERVING_COLUMNS) if args.serving else None
+    )
     results = findings.all_findings(summary, tidy, cfg, serving)
     ok = summary.filter(status="ok")
     context = {
@@ -261,36 +323,33 @@ FORMATS_OPTION: dict[str, Any] = {
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    import polars as pl
 
     from joulebench import plots
 
-    summary = pl.read_parquet(args.summary)
+    summary = inputs.parquet_file(args.summary, "--summary", SUMMARY_COLUMNS)
     chart = plots.FIGURES[args.figure](summary)
     for path in plots.save(chart, Path(args.out_stem), args.formats):
         log.info("wrote %s", path)
 
 
 def cmd_plot_power(args: argparse.Namespace) -> None:
-    import polars as pl
 
     from joulebench import plots
 
-    record = json.loads(Path(args.record).read_text())
-    chart = plots.power_over_time(record, pl.read_parquet(args.trace))
+    record = inputs.record_file(args.record, "record", "benchmark", ("config_id", "energy_method"))
+    trace = inputs.parquet_file(args.trace, "--trace", ("t_s", "power_w"))
+    chart = plots.power_over_time(record, trace)
     for path in plots.save(chart, Path(args.out_stem), args.formats):
         log.info("wrote %s", path)
 
 
 def cmd_plot_serving_power(args: argparse.Namespace) -> None:
-    import polars as pl
-
     from joulebench import plots
 
-    record = json.loads(Path(args.record).read_text())
-    chart = plots.serving_power_over_time(
-        record, pl.read_parquet(args.trace), pl.read_parquet(args.table)
-    )
+    record = inputs.record_file(args.record, "record", "serving", ("window", "energy"))
+    trace = inputs.parquet_file(args.trace, "--trace", ("t_s", "power_w"))
+    table = inputs.parquet_file(args.table, "--table", ("sent_s", "end_s"))
+    chart = plots.serving_power_over_time(record, trace, table)
     for path in plots.save(chart, Path(args.out_stem), args.formats):
         log.info("wrote %s", path)
 
@@ -299,10 +358,19 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from joulebench import serving
 
     # main() turns SIGTERM into SystemExit, so `finally` stops the server on a kill too
-    spec = serving.SessionSpec.from_dict(json.loads(args.spec_json))
+    model_dir = inputs.model_dir(args.model_dir, "--model-dir")
+    given = inputs.json_object(args.spec_json, "--spec-json")
+    session_fields = [f for f in dataclasses.fields(serving.SessionSpec)]
+    inputs.keys_of(
+        given,
+        "--spec-json",
+        [f.name for f in session_fields if f.default is dataclasses.MISSING],
+        [f.name for f in session_fields],
+    )
+    spec = serving.SessionSpec.from_dict(given)
     written = serving.run_session(
         spec,
-        str(args.model_dir),
+        str(model_dir),
         Path(args.out_dir),
         Path(args.server_log) if args.server_log else None,
     )
@@ -313,18 +381,22 @@ def cmd_aggregate_serving(args: argparse.Namespace) -> None:
     from joulebench import analysis
     from joulebench.atomic import write_with
 
-    table = analysis.serving_table(analysis.load_records(args.records))
+    records = [
+        inputs.record_file(p, "records", "serving", SERVING_RECORD_KEYS) for p in args.records
+    ]
+    table = analysis.serving_table(records)
     write_with(args.table, table.write_parquet)
     write_with(args.table_csv, table.write_csv)
     log.info("serving table: %d experiments", table.height)
 
 
 def cmd_plot_serving(args: argparse.Namespace) -> None:
-    import polars as pl
 
     from joulebench import plots
 
-    chart = plots.SERVING_FIGURES[args.figure](pl.read_parquet(args.table))
+    chart = plots.SERVING_FIGURES[args.figure](
+        inputs.parquet_file(args.table, "--table", SERVING_COLUMNS)
+    )
     for path in plots.save(chart, Path(args.out_stem), args.formats):
         log.info("wrote %s", path)
 
@@ -371,7 +443,7 @@ def cmd_forecast(args: argparse.Namespace) -> None:
     if args.dry_run == "-":
         text = sys.stdin.read()
     elif args.dry_run:
-        text = Path(args.dry_run).read_text()
+        text = inputs.existing_file(args.dry_run, "--dry-run").read_text(errors="replace")
     else:
         extra = [a for a in args.snakemake_args if a != "--"]
         run = subprocess.run(
@@ -381,7 +453,9 @@ def cmd_forecast(args: argparse.Namespace) -> None:
             check=False,
         )
         if run.returncode != 0:
-            raise JoulebenchError(f"snakemake --dry-run failed:\n{run.stderr[-2000:]}")
+            lines = [line.strip() for line in run.stderr.splitlines() if line.strip()]
+            why = lines[-1] if lines else f"exit {run.returncode}"
+            raise JoulebenchError(f"snakemake --dry-run failed: {why}")
         text = run.stdout
     jobs = forecast.parse_dry_run(text, forecast.local_rules())
     history = forecast.load_history(Path(args.results))

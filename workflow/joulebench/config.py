@@ -10,7 +10,8 @@ import copy
 import importlib.util
 import itertools
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,17 @@ def load_schema() -> dict[str, Any]:
 def load(path: str | Path) -> dict[str, Any]:
     """Read and validate a config file; returns the config with every default filled in."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("configfile", f"'{path}' is a directory, not a config file")
     if not path.is_file():
         raise ConfigError("configfile", f"file '{path}' does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError("configfile", f"'{path}' is not valid YAML: {problem}{where}") from None
     return validate(data, base_dir=path.parent)
 
 
@@ -47,8 +56,10 @@ def validate(config: dict[str, Any], base_dir: Path | None = None) -> dict[str, 
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise _schema_error(errors[0])
+    given_baseline = set((config.get("analysis") or {}).get("baseline") or {})
     config = _with_defaults(copy.deepcopy(config), schema)
     _check_semantics(config, base_dir or Path.cwd())
+    _check_baseline(config, given_baseline)
     return config
 
 
@@ -107,15 +118,20 @@ def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
         key, message = dropped[0]
         raise ConfigError(key, message + " (or set skip_unsupported: true to drop it)")
     get_precision(config["analysis"]["baseline"]["precision"], "analysis.baseline.precision")
-    longest = max(config["input_lengths"]) + max(config["output_lengths"])
+    estimate = config["measurement"]["cpu_estimate"]
+    if estimate["idle_w"] > estimate["tdp_w"]:
+        raise ConfigError(
+            "measurement.cpu_estimate.idle_w",
+            f"{estimate['idle_w']} W is above tdp_w ({estimate['tdp_w']} W): the estimate's "
+            "dynamic power (tdp_w - idle_w) would be negative; allowed: 0 <= idle_w <= tdp_w",
+        )
     for i, model in enumerate(config["models"]):
-        context = _known_context(model)
-        if context is not None and longest > context:
-            raise ConfigError(
-                "output_lengths",
-                f"input {max(config['input_lengths'])} + output {max(config['output_lengths'])} "
-                f"tokens exceed the context of models[{i}] '{model['name']}' ({context})",
-            )
+        _check_context(
+            model,
+            f"models[{i}] '{model['name']}'",
+            ("input_lengths", config["input_lengths"]),
+            ("output_lengths", config["output_lengths"]),
+        )
     if config.get("serving"):
         _check_serving(config, base_dir)
     images = [f for f in config["figure_formats"] if f != "html"]
@@ -198,15 +214,82 @@ def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
                     "closed-loop users already bound concurrency; shaping applies to open-loop "
                     "arrivals only",
                 )
-    longest = serving["input_len"] + serving["output_len"]
+    steady = serving["steady_batch"]
+    if steady != "auto" and steady > serving["requests"]:
+        raise ConfigError(
+            "serving.steady_batch",
+            f"{steady} requests in flight cannot be reached with serving.requests "
+            f"{serving['requests']}; allowed: 1 to {serving['requests']}, or auto",
+        )
     for model in config["models"]:
-        context = _known_context(model)
-        if context is not None and longest > context:
-            raise ConfigError(
-                "serving.output_len",
-                f"input {serving['input_len']} + output {serving['output_len']} tokens exceed "
-                f"the context of model '{model['name']}' ({context})",
-            )
+        _check_context(
+            model,
+            f"model '{model['name']}'",
+            ("serving.input_len", [serving["input_len"]]),
+            ("serving.output_len", [serving["output_len"]]),
+        )
+
+
+def _check_context(
+    model: dict[str, Any],
+    name: str,
+    inputs: tuple[str, list[int]],
+    outputs: tuple[str, list[int]],
+) -> None:
+    """Prompt and prompt + output within the model's context; the error names the key at fault:
+    the input length when a prompt alone leaves no room for one output token, else the output
+    length that overflows."""
+    context = _known_context(model)
+    if context is None:
+        return
+    in_key, in_lengths = inputs
+    out_key, out_lengths = outputs
+    longest_in = max(in_lengths)
+    if longest_in >= context:
+        key = (
+            in_key if in_key.startswith("serving.") else f"{in_key}[{in_lengths.index(longest_in)}]"
+        )
+        raise ConfigError(
+            key,
+            f"input {longest_in} tokens leave no room for output in the context of {name} "
+            f"({context} tokens); allowed: below {context}",
+        )
+    longest_out = max(out_lengths)
+    if longest_in + longest_out > context:
+        key = (
+            out_key
+            if out_key.startswith("serving.")
+            else f"{out_key}[{out_lengths.index(longest_out)}]"
+        )
+        raise ConfigError(
+            key,
+            f"input {longest_in} + output {longest_out} tokens exceed the context of {name} "
+            f"({context} tokens); allowed: at most {context - longest_in} with that input",
+        )
+
+
+def _check_baseline(config: dict[str, Any], given: set[str]) -> None:
+    """``analysis.baseline`` names a precision and batch size the study runs.
+
+    A value the config sets must be one of them; a default the study does not run (fp32, batch 1)
+    becomes the first precision listed and the smallest batch size, so the ratio columns are
+    never empty by default.
+    """
+    baseline = config["analysis"]["baseline"]
+    ran = {"precision": config["precisions"], "batch_size": config["batch_sizes"]}
+    fallback = {"precision": config["precisions"][0], "batch_size": min(config["batch_sizes"])}
+    for name, values in ran.items():
+        if baseline[name] in values:
+            continue
+        if name not in given:
+            baseline[name] = fallback[name]
+            continue
+        listed = "precisions" if name == "precision" else "batch_sizes"
+        raise ConfigError(
+            f"analysis.baseline.{name}",
+            f"{baseline[name]!r} is not run by this study; allowed: one of {listed} "
+            f"({', '.join(map(str, values))})",
+        )
 
 
 def _check_prequantized_models(config: dict[str, Any]) -> None:
@@ -426,6 +509,87 @@ class BenchSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchSpec:
         return cls(**data)
+
+
+def _bench_schema() -> dict[str, Any]:
+    """A benchmark spec's JSON schema, made of the study schema's own pieces."""
+    props = load_schema()["properties"]
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            f.name
+            for f in fields(BenchSpec)
+            if f.default is MISSING and f.default_factory is MISSING
+        ],
+        "properties": {
+            "study": props["study"],
+            "model": {"type": "string", "minLength": 1},
+            "engine": props["engines"]["items"],
+            "precision": {"type": "string"},
+            "device": props["device"],
+            "batch_size": props["batch_sizes"]["items"],
+            "input_len": props["input_lengths"]["items"],
+            "output_len": props["output_lengths"]["items"],
+            "measurement": props["measurement"],
+            "tensor_parallel": props["tensor_parallel_sizes"]["items"],
+            "engine_options": {"type": "object"},
+        },
+    }
+
+
+def bench_spec(data: Any, where: Callable[[str], str]) -> BenchSpec:
+    """One benchmark's spec from a dict (``--spec-json`` or the command's flags), checked.
+
+    Missing, unknown and out-of-range keys raise ArgumentError at ``where(key)`` (the flag or
+    the JSON key the value came from); the measurement and vllm sections get their defaults.
+    """
+    from joulebench.inputs import ArgumentError, keys_of
+
+    def fail(err: ConfigError) -> ArgumentError:
+        return ArgumentError(where(err.key), err.message)
+
+    if not isinstance(data, dict):
+        raise ArgumentError(where("<top>"), f"must be an object, got {type(data).__name__}")
+    schema = _bench_schema()
+    keys_of(data, where("<top>"), schema["required"], schema["properties"])
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(data),
+        key=lambda e: list(e.absolute_path),
+    )
+    if errors:
+        raise fail(_schema_error(errors[0]))
+    data = _with_defaults(copy.deepcopy(data), schema)
+    if data["engine"] == "vllm":
+        vllm = load_schema()["properties"]["vllm"]
+        errors = list(jsonschema.Draft202012Validator(vllm).iter_errors(data["engine_options"]))
+        if errors:
+            raise fail(_schema_error(errors[0]))
+        data["engine_options"] = _with_defaults(data["engine_options"], vllm)
+    try:
+        get_precision(data["precision"], "precision")
+        _check_meter(data["measurement"]["meter"])
+        _check_tensor_parallel(data["engine"], data["device"], data["tensor_parallel"])
+    except ConfigError as err:
+        raise fail(err) from None
+    return BenchSpec.from_dict(data)
+
+
+def check_model_entry(entry: Any, key: str, base_dir: Path | None = None) -> dict[str, Any]:
+    """One ``models:`` entry on its own (what `joulebench prepare-model` is given), defaults
+    filled; errors name ``key`` (e.g. ``models[0]``) and the entry's key at fault."""
+    schema = load_schema()["properties"]["models"]["items"]
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(entry),
+        key=lambda e: list(e.absolute_path),
+    )
+    if errors:
+        err = _schema_error(errors[0])
+        sub = "" if err.key == "<top>" else err.key
+        raise ConfigError(f"{key}.{sub}" if sub else key, err.message)
+    entry = _with_defaults(copy.deepcopy(entry), schema)
+    _check_model_source(entry, key, base_dir or Path.cwd())
+    return entry
 
 
 def expand(config: dict[str, Any]) -> list[BenchSpec]:

@@ -9,7 +9,7 @@ class ConfigError(JoulebenchError):
     """A configuration key holds a value that is not allowed."""
 
     def __init__(self, key: str, message: str) -> None:
-        self.key = key
+        self.key, self.message = key, message
         super().__init__(f"config key '{key}': {message}")
 
 

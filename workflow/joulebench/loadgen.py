@@ -38,7 +38,9 @@ from joulebench.errors import JoulebenchError
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "error", "timeout", "not_sent")
+#: ``short``: answered in full, but with fewer tokens than asked (an early EOS, a server that
+#: ignores the length control): not counted as completed work.
+STATUSES = ("ok", "short", "error", "timeout", "not_sent")
 
 
 @dataclass
@@ -194,6 +196,7 @@ def outcome_counts(results: Sequence[Result]) -> dict[str, int]:
         by_status[r.status] += 1
     return {
         "completed": by_status["ok"],
+        "short": by_status["short"],
         "failed": by_status["error"] + by_status["timeout"],
         "timed_out": by_status["timeout"],
         "not_sent": by_status["not_sent"],
@@ -203,8 +206,9 @@ def outcome_counts(results: Sequence[Result]) -> dict[str, int]:
 
 def describe_counts(results: Sequence[Result]) -> str:
     c = outcome_counts(results)
+    short = f"{c['short']} short of the tokens asked, " if c["short"] else ""
     return (
-        f"{c['completed']} completed, {c['failed']} failed ({c['timed_out']} timed out), "
+        f"{c['completed']} completed, {short}{c['failed']} failed ({c['timed_out']} timed out), "
         f"{c['not_sent']} not sent, of {c['planned']} planned"
     )
 
@@ -456,6 +460,9 @@ async def send(
     res.output_tokens = final if final is not None else len(res.token_times_s)
     if res.status == "ok" and res.output_tokens == 0:
         res.status, res.error = "error", "the stream ended without a token"
+    elif res.status == "ok" and res.output_tokens < req.output_len:
+        res.status = "short"
+        res.error = f"{res.output_tokens} of the {req.output_len} tokens asked"
     return res
 
 

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import psutil
 
+from joulebench.errors import JoulebenchError
+
 #: Fraction of the free memory a configuration may plan to use.
 HEADROOM = 0.9
 
 
-class InfeasibleError(Exception):
+class InfeasibleError(JoulebenchError):
     """A configuration cannot run here (does not fit in memory); the message says why."""
 
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from joulebench.errors import ConfigError
+from joulebench.errors import ConfigError, JoulebenchError
 from joulebench.precisions import Precision, check_support, get_precision, load_settings
 
 
-class GenerationError(RuntimeError):
+class GenerationError(JoulebenchError):
     """An engine produced something other than what was asked (e.g. fewer tokens)."""
 
 
@@ -131,8 +131,10 @@ class Engine(Protocol):
 
     def generate(
         self, inputs: Any, new_tokens: int, on_first_token: Callable[[], None] | None = None
-    ) -> None:
-        """Generate exactly ``new_tokens`` tokens per prompt (no early stop) and wait for them.
+    ) -> list[int]:
+        """Generate exactly ``new_tokens`` tokens per prompt (no early stop) and wait for them;
+        returns the real new tokens of each prompt. Any prompt with fewer (an EOS, padding) is
+        a GenerationError: J/token must never divide by tokens that were not made.
 
         ``on_first_token`` is called once, as soon as the first new token is on the host: the
         boundary between prefill and decode.

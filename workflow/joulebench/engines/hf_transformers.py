@@ -133,7 +133,7 @@ class TransformersEngine:
         inputs: dict[str, Any],
         new_tokens: int,
         on_first_token: Callable[[], None] | None = None,
-    ) -> None:
+    ) -> list[int]:
         import torch
 
         streamer = _FirstTokenStreamer(on_first_token) if on_first_token else None
@@ -141,10 +141,11 @@ class TransformersEngine:
             out = self.model.generate(
                 **inputs, generation_config=self._config_for(new_tokens), streamer=streamer
             )
-        produced = out.shape[1] - inputs["input_ids"].shape[1]
-        if produced != new_tokens:
-            raise GenerationError(f"asked for {new_tokens} new tokens, got {produced}")
+        counts = real_new_tokens(out[:, inputs["input_ids"].shape[1] :], self._gen.eos_token_id)
+        if any(n != new_tokens for n in counts):
+            raise GenerationError(f"asked for {new_tokens} new tokens per prompt, got {counts}")
         self.synchronize()
+        return counts
 
     def _config_for(self, new_tokens: int) -> Any:
         """A generation config that makes exactly ``new_tokens`` tokens (EOS cannot stop it)."""
@@ -223,6 +224,25 @@ def compressed_tensors_execution(model: Any) -> dict[str, Any] | None:
             else "quantized weights kept in memory"
         ),
     }
+
+
+def real_new_tokens(generated: Any, eos: int | list[int] | None) -> list[int]:
+    """Tokens each row of ``generated`` (batch × new positions) really made.
+
+    ``generate`` pads a batch to its longest row: a row that stopped early holds its EOS and
+    then padding, so its real length ends at its first EOS (the EOS itself counts). A width
+    narrower than asked (the whole batch stopped early) shows in every row's count.
+    """
+    import torch
+
+    width = int(generated.shape[1])
+    stops = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    if not stops or width == 0:
+        return [width] * int(generated.shape[0])
+    is_stop = torch.isin(generated, torch.tensor(stops, device=generated.device))
+    first = is_stop.int().argmax(dim=1) + 1
+    counts = torch.where(is_stop.any(dim=1), first, torch.full_like(first, width))
+    return [int(n) for n in counts.tolist()]
 
 
 class _FirstTokenStreamer:

@@ -143,7 +143,7 @@ class VllmEngine:
         inputs: list[dict[str, Any]],
         new_tokens: int,
         on_first_token: Callable[[], None] | None = None,
-    ) -> None:
+    ) -> list[int]:
         if on_first_token is None:
             outputs = self.llm.generate(
                 inputs, self._sampling_params(new_tokens, False), use_tqdm=False
@@ -154,6 +154,7 @@ class VllmEngine:
             counts = self._generate_streaming(inputs, new_tokens, on_first_token)
         if len(counts) != len(inputs) or any(n != new_tokens for n in counts):
             raise GenerationError(f"asked for {new_tokens} new tokens per prompt, got {counts}")
+        return counts
 
     def _generate_streaming(
         self, inputs: list[dict[str, Any]], new_tokens: int, on_first_token: Callable[[], None]
