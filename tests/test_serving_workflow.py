@@ -78,4 +78,11 @@ def test_changing_a_rate_reruns_only_serving(study: Path) -> None:
     finally:
         write_config(study, STUDY)
     # the findings report reads the serving table (arrival-shaping claim, SLO recommendation)
-    assert set(jobs) == {"serve", "aggregate_serving", "plot_serving", "findings", "all"}
+    assert set(jobs) == {
+        "serve",
+        "aggregate_serving",
+        "provenance_audit",
+        "plot_serving",
+        "findings",
+        "all",
+    }

@@ -92,6 +92,12 @@ def test_tables_plots_and_records_exist(study: Path) -> None:
         assert chart.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((results / "benchmarks" / "benchmark").rglob("*.tsv"))) == 4
     assert (study / "logs" / "aggregate.log").is_file()
+    # the findings report opens with the provenance audit of these very records
+    audit = json.loads((results / "tables" / "provenance.json").read_text())
+    assert len(audit["records"]) == 4
+    assert "records made by different code" not in audit["verdict"]
+    first = (results / "report" / "findings.md").read_text().splitlines()[2]
+    assert first == f"**{audit['verdict']}**"
 
 
 def test_numbers_are_sane(study: Path) -> None:
@@ -137,7 +143,15 @@ def test_changing_one_batch_size_reruns_only_its_job(study: Path) -> None:
         "results/plots/power/tiny/bf16/transformers/bs4_in16_out8.html",
         "results/plots/power/tiny/fp32/transformers/bs4_in16_out8.html",
     ]
-    assert set(jobs) == {"benchmark", "aggregate", "plot", "plot_power", "findings", "all"}
+    assert set(jobs) == {
+        "benchmark",
+        "aggregate",
+        "provenance_audit",
+        "plot",
+        "plot_power",
+        "findings",
+        "all",
+    }
 
 
 def test_adding_a_precision_runs_only_its_variant_and_jobs(study: Path) -> None:
@@ -182,7 +196,15 @@ def edited_package(tmp_path: Path, relpath: str) -> dict[str, str]:
 def test_an_engine_code_change_reruns_every_benchmark_only(study: Path, tmp_path: Path) -> None:
     jobs = planned(study, env=edited_package(tmp_path, "engines/hf_transformers.py"))
     assert len(jobs["benchmark"]) == 4 == len(jobs["plot_power"])  # new traces, new charts
-    assert set(jobs) == {"benchmark", "aggregate", "plot", "plot_power", "findings", "all"}
+    assert set(jobs) == {
+        "benchmark",
+        "aggregate",
+        "provenance_audit",
+        "plot",
+        "plot_power",
+        "findings",
+        "all",
+    }
 
 
 def test_a_plotting_code_change_reruns_only_plots_and_findings(study: Path, tmp_path: Path) -> None:

@@ -64,7 +64,8 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     ),
     "aggregate": ("analysis.py", "derived.py", "stats.py"),
     "plot": ("plots.py", "derived.py", "analysis.py"),
-    "findings": ("findings.py", "derived.py", "analysis.py", "plots.py"),
+    "findings": ("findings.py", "derived.py", "analysis.py", "plots.py", "stats.py"),
+    "audit": ("audit.py", "provenance.py"),
     "serve": (
         "arrivals.py",
         "attribution.py",
