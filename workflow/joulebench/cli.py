@@ -373,6 +373,13 @@ def cmd_provenance(args: argparse.Namespace) -> None:
         raise SystemExit(status)
 
 
+def cmd_compare(args: argparse.Namespace) -> None:
+    from joulebench import compare
+
+    for path in compare.run(args.results, Path(args.out_dir), args.confidence):
+        log.info("wrote %s", path)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="joulebench", description=__doc__)
     parser.add_argument("--version", action="version", version=f"joulebench {__version__}")
@@ -513,6 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--out-csv", help="write the audit table (one row per record) here")
     pv.add_argument("--out-json", help="write the audit (verdict, flags, rows) here")
     pv.set_defaults(func=cmd_provenance)
+
+    cp = sub.add_parser(
+        "compare",
+        help="studies side by side: one table and figures, ratios to the first with CIs",
+    )
+    cp.add_argument("results", nargs="+", help="results directories (the first is the reference)")
+    cp.add_argument("--out-dir", required=True, help="where the table, figures and page go")
+    cp.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
+    cp.set_defaults(func=cmd_compare)
 
     fc = sub.add_parser(
         "forecast",

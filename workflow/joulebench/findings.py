@@ -656,7 +656,7 @@ def _md_table(df: pl.DataFrame) -> str:
     return "\n".join([head, sep, *rows])
 
 
-def _html_table(df: pl.DataFrame) -> str:
+def html_table(df: pl.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
     rows = "".join(
         "<tr>"
@@ -703,7 +703,7 @@ def to_markdown(
     return "\n".join(lines) + "\n"
 
 
-_CSS = """
+PAGE_CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
 margin:2rem auto;padding:0 1rem;color:#222}h1{font-size:1.6rem}h2{font-size:1.2rem;margin-top:2rem}
 .verdict{padding:.1rem .5rem;border-radius:.3rem;font-weight:600}
@@ -737,7 +737,7 @@ def to_html(
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>joulebench findings — {e(context['study'])}</title>"
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{PAGE_CSS}</style></head><body>",
         f"<h1>joulebench findings — {e(context['study'])}</h1>",
     ]
     if audit is not None:
@@ -765,9 +765,9 @@ def to_html(
             f"<p class='rule'><i>Rule.</i> {e(f.rule)}</p>"
         )
         if f.deciding:
-            parts.append(_html_table(f.deciding_table()))
+            parts.append(html_table(f.deciding_table()))
         if f.table is not None and not f.table.is_empty():
-            parts.append(_html_table(f.table))
+            parts.append(html_table(f.table))
         parts += [f"<p class='rule'>{e(n)}</p>" for n in f.notes]
     parts.append("<h2>Figures</h2>")
     for name, svg in figures.items():

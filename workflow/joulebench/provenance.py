@@ -63,7 +63,7 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
         "trace.py",
     ),
     "aggregate": ("analysis.py", "derived.py", "stats.py"),
-    "plot": ("plots.py", "derived.py", "analysis.py"),
+    "plot": ("plots.py", "derived.py", "analysis.py", "stats.py"),
     "findings": ("findings.py", "derived.py", "analysis.py", "plots.py", "stats.py"),
     "audit": ("audit.py", "provenance.py"),
     "serve": (
@@ -78,7 +78,7 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
         "shaping.py",
     ),
     "aggregate-serving": ("analysis.py",),
-    "plot-serving": ("plots.py", "analysis.py"),
+    "plot-serving": ("plots.py", "analysis.py", "stats.py"),
 }
 
 
