@@ -208,3 +208,14 @@ def test_provenance_command_audits_a_directory(tmp_path: Path) -> None:
     assert missing.returncode == 2 and missing.stdout == ""
     assert missing.stderr.strip().endswith(f"{tmp_path / 'nope'}: no such file or directory")
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_audit_of_records_that_lack_most_provenance() -> None:
+    # records made before code hashes and GPU facts were kept: audited, not a traceback
+    bare = [
+        (f"r{b}.json", make_record("fp32", b, [{"pe": 1, "pt": 1, "fe": 2, "ft": 2}]))
+        for b in (1, 2)
+    ]
+    result = audit.audit(bare, "c0de")
+    assert [f.kind for f in result.flags] == ["code-hash"]
+    assert "2 of 2 records differ from c0de (none)" in result.flags[0].text()

@@ -168,6 +168,10 @@ def audit(records: list[tuple[str, dict[str, Any]]], checkout_hash: str | None =
     """The audit of ``records`` (path, record); ``checkout_hash`` is the bench code hash of the
     checkout the tables are made with (None: not compared)."""
     rows = pl.DataFrame([row(p, r) for p, r in records], infer_schema_length=None)
+    typed = {"dirty": pl.Boolean, "cpu_threads": pl.Int64}
+    rows = rows.with_columns(  # a column no record fills has no type yet: give it its own
+        pl.col(c).cast(typed.get(c, pl.String)) for c in rows.columns if rows[c].dtype == pl.Null
+    )
     flags: list[Flag] = []
     libraries = []
     for name in TRACKED_PACKAGES:
