@@ -237,7 +237,7 @@ def test_inconclusive_says_how_many_repetitions_would_settle_it() -> None:
     assert cb.interval.low < cb.threshold <= cb.interval.high
     need = cb.interval.reps_to_settle(cb.threshold)
     assert need is not None and need > 5
-    assert "it could still be does not hold or holds or partly holds" in f.summary
+    assert "it could still be “does not hold” or “holds” or “partly holds”" in f.summary
     assert "repetitions per configuration (now 5) would likely settle it" in f.summary
     assert cb.reading.startswith("straddles (")
     # clear data settles it: the same machine with a large saving and little noise

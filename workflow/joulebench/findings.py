@@ -118,7 +118,8 @@ def _unsettled_text(verdict: str, possible: set[str], deciding: list[Deciding], 
     more = f"more than {MAX_REPS}" if need > MAX_REPS else f"about {need}"
     names = "; ".join(f"{d.name} {d.interval.text()}" for d in straddling)
     return (
-        f" Inconclusive: it could still be {' or '.join(sorted(possible))}. Straddling its "
+        f" Inconclusive: it could still be {' or '.join(f'“{v}”' for v in sorted(possible))}. "
+        f"Straddling its "
         f"threshold: {names}. {more.capitalize()} {unit} per configuration (now {now}) would "
         f"likely settle it."
     )
