@@ -270,9 +270,10 @@ def test_forecast_of_the_gpu_study_groups_benchmarks(tmp_path: Path) -> None:
         env={**os.environ, "JOULEBENCH_SLURM_GROUP": "9"},
     ).stdout
     assert re.search(r"^benchmark\s+18\s+sched\s+1\s+9\.00\s+9\.00$", out, re.MULTILINE), out
-    # 18 local power charts (one per benchmark) add jobs, not scheduler submissions
+    # 18 local power charts (one per benchmark) and the provenance audit add jobs, not scheduler
+    # submissions
     assert re.search(r"^plot_power\s+18\s+local\s", out, re.MULTILINE), out
-    assert "jobs: 50; scheduler submissions: 4 (group bench: 2)" in out
+    assert "jobs: 51; scheduler submissions: 4 (group bench: 2)" in out
 
 
 @pytest.mark.parametrize(("path", "value", "key", "fragment"), BAD_VALUES)

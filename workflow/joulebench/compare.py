@@ -179,10 +179,10 @@ def headline(studies: list[Study], confidence: float = 0.95) -> list[str]:
         n = min(min(len(reps[k]), len(ref_reps[k])) for k in shared)
         iv = Interval.from_draws(est, np.median(draws, axis=0), n, confidence)
         side = iv.versus(1.0)
-        word = {True: "more energy", False: "less energy", None: "indistinguishable"}[side]
+        word = {True: "more", False: "less", None: "indistinguishable from the same"}[side]
         lines.append(
-            f"{study.label} vs {reference.label}: energy per token × {iv.text()} "
-            f"(median over {len(shared)} measurements; {word})"
+            f"{study.label} uses {iv.text()} the energy per token of {reference.label} "
+            f"(median over {len(shared)} measurements: {word} energy)"
         )
     return lines
 
