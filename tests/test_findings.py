@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -323,3 +324,18 @@ def test_report_renders_every_verdict() -> None:
     assert "missing data" in md  # no serving data: said, not guessed
     assert "<script" not in page and "<svg><rect/></svg>" in page
     assert "estimate" in page
+
+
+def test_request_energies_read_the_per_request_tables(tmp_path: Path) -> None:
+    serving = serving_table([(2.0, "poisson", "pass", 10.0), (2.0, "grouped", GROUP, 2.5)])
+    first = tmp_path / "m" / "bf16" / "tfserve" / "poisson-2.parquet"
+    first.parent.mkdir(parents=True)
+    pl.DataFrame(
+        {"status": ["ok", "timeout", "ok"], "energy_attributed_j": [9.0, 50.0, 11.0]}
+    ).write_parquet(first)
+    found = findings.request_energies(serving, tmp_path)
+    assert list(found) == ["m/bf16/tfserve/poisson-2"]  # the other table is absent
+    assert found["m/bf16/tfserve/poisson-2"].tolist() == [9.0, 11.0]  # completed requests only
+    f = findings.shaping_finding(serving, found)
+    assert f.notes == ["some experiments have no per-request table: their intervals show no spread"]
+    assert f.table["saving_x"][0] == pytest.approx(4.0)
