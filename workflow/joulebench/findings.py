@@ -109,19 +109,19 @@ def decide(
 
 
 def _unsettled_text(verdict: str, possible: set[str], deciding: list[Deciding], unit: str) -> str:
+    """Why a verdict is inconclusive, and what would likely settle it (``unit``: what is
+    repeated, e.g. "repetitions per configuration")."""
     if verdict != INCONCLUSIVE:
         return ""
     straddling = [d for d in deciding if d.interval.versus(d.threshold) is None]
-    needs = [d.interval.reps_to_settle(d.threshold) or MAX_REPS + 1 for d in straddling]
+    need = max(d.interval.reps_to_settle(d.threshold) or MAX_REPS + 1 for d in straddling)
     now = min(d.interval.reps for d in straddling)
-    need = max(needs)
     more = f"more than {MAX_REPS}" if need > MAX_REPS else f"about {need}"
     names = "; ".join(f"{d.name} {d.interval.text()}" for d in straddling)
+    could = " or ".join(f"“{v}”" for v in sorted(possible)) or "any verdict"
     return (
-        f" Inconclusive: it could still be {' or '.join(f'“{v}”' for v in sorted(possible))}. "
-        f"Straddling its "
-        f"threshold: {names}. {more.capitalize()} {unit} per configuration (now {now}) would "
-        f"likely settle it."
+        f" Inconclusive: it could still be {could}. Straddling its threshold: {names}. "
+        f"{more.capitalize()} {unit} (now {now}) would likely settle it."
     )
 
 
@@ -258,7 +258,7 @@ def precision_finding(
         f"Best lower precision saves {cb.text()} at the most compute-bound point ({cb_point}, "
         f"won by {cb_row['winner']}) and {mb.text()} at the most memory-bound point "
         f"({mb_point}, won by {mb_row['winner']})."
-    ) + _unsettled_text(verdict, possible, deciding, "repetitions")
+    ) + _unsettled_text(verdict, possible, deciding, "repetitions per configuration")
     marks = {
         tuple(cb_row[k] for k in point_keys): "compute-bound",
         tuple(mb_row[k] for k in point_keys): "memory-bound",
@@ -361,7 +361,7 @@ def batching_finding(tidy: pl.DataFrame, confidence: float = 0.95) -> Finding:
         f"decode and {pre.text()} in prefill (medians over {len(per_phase['decode'])} and "
         f"{len(per_phase['prefill'])} groups); the smallest batch was the cheapest in "
         f"{won_small} of {table.height} groups."
-    ) + _unsettled_text(verdict, possible, deciding, "repetitions")
+    ) + _unsettled_text(verdict, possible, deciding, "repetitions per configuration")
     table = table.select(
         "model",
         "engine",
@@ -502,12 +502,14 @@ def shaping_finding(
     if cheaper_unshaped.height:
         at = ", ".join(f"{r:g}" for r in cheaper_unshaped["offered_rate"].unique().sort())
         text += f" Unshaped arrivals were the cheaper ones at {at} req/s."
-    text += _unsettled_text(verdict, possible, deciding, "requests")
-    notes = (
-        ["some experiments have no per-request table: their intervals show no spread"]
-        if no_spread
-        else []
-    )
+    text += _unsettled_text(verdict, possible, deciding, "requests per experiment")
+    notes = [
+        "each pattern and rate is one experiment: its interval covers the spread between "
+        "requests within the run, not the variation from one run to the next (repeat the "
+        "serving session to see that)"
+    ]
+    if no_spread:
+        notes.append("some experiments have no per-request table: their intervals show no spread")
     return Finding(title, claim, verdict, text, rule, table, notes, deciding)
 
 
