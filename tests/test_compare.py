@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 from conftest import bench_fp32_cpu
-from joulebench import compare
+from joulebench import compare, plots
 from joulebench.cli import main
 from test_report_render import CHROMIUM, chromium, console_messages
 
@@ -142,3 +142,32 @@ def test_comparison_renders_in_headless_chromium(compared: Path, tmp_path: Path)
         assert console_messages(dom.stderr) == []
     page = chromium(compared / "comparison.html", tmp_path, "--dump-dom")
     assert page.stdout.count("<svg") >= 2 and console_messages(page.stderr) == []
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"),
+    reason="Debian's chromium is not installed (CI installs it; `apt-get install chromium`)",
+)
+def test_ratio_figure_survives_negative_decode_ratios(tmp_path: Path) -> None:
+    # on a loaded machine decode J/token (a difference of two windows) can come out negative
+    n = 3
+    table = pl.DataFrame(
+        {
+            "study": ["b"] * n,
+            "vs": ["a"] * n,
+            "phase": ["decode", "decode", "prefill"],
+            "precision": ["fp32"] * n,
+            "batch_size": [1, 2, 1],
+            "input_len": [16] * n,
+            "output_len": [8] * n,
+            "j_per_token_ratio": [-14.0, 30.0, 2.0],
+            "ratio_ci_low": [-40.0, -5.0, 1.5],
+            "ratio_ci_high": [10.0, 300.0, 2.5],
+        }
+    )
+    chart = plots.compare_ratio(table)
+    assert "1 ratio(s) ≤ 0 not drawn" in chart.to_json()
+    plots.save(chart, tmp_path / "ratio")
+    dom = chromium(tmp_path / "ratio.html", tmp_path, "--virtual-time-budget=8000", "--dump-dom")
+    assert 'class="marks"' in dom.stdout
+    assert console_messages(dom.stderr) == []

@@ -169,5 +169,6 @@ def test_local_rules_come_from_the_rule_files() -> None:
         "plot_power",
         "findings",
         "aggregate_serving",
+        "provenance_audit",
         "plot_serving",
     }

@@ -468,14 +468,16 @@ def compare_energy_per_token(compared: pl.DataFrame) -> alt.FacetChart:
 
 def compare_ratio(compared: pl.DataFrame) -> alt.FacetChart:
     """Each study's J/token ÷ the first study's, per measurement, with its bootstrap CI."""
-    data = compared.filter(
+    others = compared.filter(
         pl.col("j_per_token_ratio").is_not_null(), pl.col("study") != pl.col("vs")
-    ).with_columns(
+    )
+    # a log axis cannot show a ratio at or below zero (decode J/token is a difference of two
+    # windows and can come out negative on a noisy machine): such points are counted, not drawn
+    data = others.filter(pl.col("j_per_token_ratio") > 0).with_columns(
         point=pl.format("{} · bs {} · {}/{}", "precision", "batch_size", "input_len", "output_len")
     )
-    # a log axis cannot show a CI reaching zero or below (decode is a difference of windows):
-    # such bars end at the axis floor instead
-    floor = data["j_per_token_ratio"].filter(data["j_per_token_ratio"] > 0).min() or 1.0
+    # nor a CI reaching zero or below: such bars end at the axis floor instead
+    floor = data["j_per_token_ratio"].min() or 1.0
     data = data.with_columns(
         low_shown=pl.max_horizontal(pl.col("ratio_ci_low"), pl.lit(min(floor, 1.0) / 10)),
         high_shown=pl.max_horizontal(pl.col("ratio_ci_high"), pl.lit(min(floor, 1.0) / 10)),
@@ -512,7 +514,12 @@ def compare_ratio(compared: pl.DataFrame) -> alt.FacetChart:
             title=alt.Title(
                 f"Energy per token relative to {vs}",
                 subtitle=f"bootstrap CI over both studies' repetitions ({stats.RESAMPLES} "
-                f"resamples, seed {stats.SEED}); dashed: same energy",
+                f"resamples, seed {stats.SEED}); dashed: same energy"
+                + (
+                    f"; {others.height - data.height} ratio(s) ≤ 0 not drawn"
+                    if others.height > data.height
+                    else ""
+                ),
             )
         )
     )
