@@ -262,6 +262,12 @@ CASES: list[tuple[str, Callable[[Files], list[str]], str, str]] = [
         "not a JSON file",
     ),
     (
+        "compare",
+        lambda f: ["compare", str(f.out / "missing"), str(f.out), "--out-dir", str(f.out / "c")],
+        "results:",
+        "has no tables/summary.parquet",
+    ),
+    (
         "plot-serving-power",
         lambda f: (
             [

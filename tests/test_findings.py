@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pytest
 from conftest import make_record
@@ -31,9 +33,14 @@ def test_precision_claim_holds_when_it_helps_only_compute_bound() -> None:
         rec("fp32", 8, 8.0, 20.0),
         rec("bf16", 8, 4.0, 19.0),
     ]
-    f = findings.precision_finding(summarize(records)[0])
+    f = findings.precision_finding(summarize(records)[1])
     assert f.verdict == findings.HOLDS
-    assert "2.00×" in f.summary
+    assert "2.00× [" in f.summary
+    cb = f.table.filter(point="compute-bound").row(0, named=True)
+    assert cb["winner"] == "bf16" and cb["ci_low"] <= 2.0 <= cb["ci_high"]
+    # the deciding ratios carry the same interval as the table behind them
+    row = f.deciding_table().row(0, named=True)
+    assert (row["ci_low"], row["ci_high"], row["reading"]) == (cb["ci_low"], cb["ci_high"], "above")
 
 
 def test_precision_claim_fails_when_it_helps_memory_bound_most() -> None:
@@ -43,12 +50,26 @@ def test_precision_claim_fails_when_it_helps_memory_bound_most() -> None:
         rec("fp32", 8, 8.0, 20.0),
         rec("bf16", 8, 8.0, 10.0),
     ]
-    assert findings.precision_finding(summarize(records)[0]).verdict == findings.FAILS
+    assert findings.precision_finding(summarize(records)[1]).verdict == findings.FAILS
+
+
+def test_precision_claim_does_not_hold_when_the_reference_wins_everywhere() -> None:
+    # bf16 costs more than fp32 at every point: no saving in either direction counts
+    records = [
+        rec("fp32", 1, 1.0, 10.0),
+        rec("bf16", 1, 1.5, 15.0),
+        rec("fp32", 8, 4.0, 20.0),
+        rec("bf16", 8, 8.0, 40.0),
+    ]
+    f = findings.precision_finding(summarize(records)[1])
+    assert f.verdict == findings.FAILS, f.summary
+    assert set(f.table["winner"]) == {"fp32"}
+    assert f.table.filter(point="compute-bound")["saving_x"][0] == pytest.approx(0.5, rel=0.02)
 
 
 def test_precision_claim_needs_the_reference() -> None:
     records = [rec("bf16", 1, 1.0, 10.0), rec("bf16", 8, 4.0, 19.0)]
-    assert findings.precision_finding(summarize(records)[0]).verdict == findings.MISSING
+    assert findings.precision_finding(summarize(records)[1]).verdict == findings.MISSING
 
 
 @pytest.mark.parametrize(
@@ -62,32 +83,187 @@ def test_precision_claim_needs_the_reference() -> None:
 def test_batching_claim(prefill_8: float, decode_8: float, verdict: str) -> None:
     # batch 1: prefill 1 J, decode 10 J; batch 8 has 8× the tokens
     records = [rec("fp32", 1, 1.0, 10.0), rec("fp32", 8, 8 * prefill_8 / 8, decode_8 * 8 / 8)]
-    f = findings.batching_finding(summarize(records)[0])
+    f = findings.batching_finding(summarize(records)[1])
     assert f.verdict == verdict, f.summary
 
 
+def test_batching_claim_does_not_hold_when_the_small_batch_wins() -> None:
+    # batch 8 costs more per token than batch 1 in both phases
+    records = [rec("fp32", 1, 1.0, 10.0), rec("fp32", 8, 16.0, 160.0)]
+    f = findings.batching_finding(summarize(records)[1])
+    assert f.verdict == findings.FAILS, f.summary
+    assert f.table["cheapest_batch"].to_list() == [1, 1]
+    decode = f.table.filter(phase="decode").row(0, named=True)
+    assert decode["gain_x"] == pytest.approx(0.5, rel=0.02)
+    assert "smallest batch was the cheapest in 2 of 2 groups" in f.summary
+
+
 def test_batching_needs_two_batch_sizes() -> None:
-    f = findings.batching_finding(summarize([rec("fp32", 1, 1.0, 10.0)])[0])
+    f = findings.batching_finding(summarize([rec("fp32", 1, 1.0, 10.0)])[1])
     assert f.verdict == findings.MISSING
 
 
-def test_shaping_claim() -> None:
-    assert findings.shaping_finding(None).verdict == findings.MISSING
-    serving = pl.DataFrame(
+def serving_table(rows: list[tuple[float, str, str, float]]) -> pl.DataFrame:
+    """(rate, pattern, shaping label, J/request) rows of one model/precision/server."""
+    return pl.DataFrame(
         {
-            "model": ["m"] * 4,
-            "offered_rate": [2.0, 2.0, 2.0, 5.0],
-            "pattern": ["poisson", "grouped-100ms", "constant", "poisson"],
-            "j_per_request_window": [10.0, 2.5, 9.0, 3.0],
+            "model": ["m"] * len(rows),
+            "precision": ["bf16"] * len(rows),
+            "server": ["tfserve"] * len(rows),
+            "process": ["poisson"] * len(rows),
+            "offered_rate": [r[0] for r in rows],
+            "pattern": [r[1] for r in rows],
+            "shaping": [r[2] for r in rows],
+            "j_per_request_window": [r[3] for r in rows],
+            "config_id": [f"m/bf16/tfserve/{r[1]}-{r[0]:g}" for r in rows],
         }
     )
-    f = findings.shaping_finding(serving)
-    assert f.verdict == findings.HOLDS
-    assert "4.00×" in f.summary
-    assert f.table["best"][0] == "grouped-100ms" and f.table["worst"][0] == "poisson"
-    assert f.table.height == 1  # a rate with a single pattern compares nothing
+
+
+GROUP = "group every 1000 ms"
+
+
+def request_spread(table: pl.DataFrame, spread: float, n: int = 20) -> dict[str, np.ndarray]:
+    """Per experiment: ``n`` per-request energies around its J/request (relative spread)."""
+    rng = np.random.default_rng(1)
+    return {
+        cid: j * (1 + spread * rng.standard_normal(n))
+        for cid, j in zip(table["config_id"], table["j_per_request_window"], strict=True)
+    }
+
+
+def test_shaping_claim_compares_shaped_with_unshaped_at_each_rate() -> None:
+    assert findings.shaping_finding(None).verdict == findings.MISSING
+    serving = serving_table(
+        [
+            (2.0, "poisson", "pass", 10.0),
+            (2.0, "grouped", GROUP, 2.5),
+            (5.0, "poisson", "pass", 3.0),
+        ]
+    )
+    f = findings.shaping_finding(serving, request_spread(serving, 0.05))
+    assert f.verdict == findings.HOLDS, f.summary
+    row = f.table.row(0, named=True)
+    assert (row["shaped"], row["unshaped"], row["cheaper"]) == (
+        "grouped",
+        "poisson",
+        "shaped (grouped)",
+    )
+    assert row["saving_x"] == pytest.approx(4.0)
+    assert row["ci_low"] < 4.0 < row["ci_high"]
+    assert f.table.height == 1  # a rate without shaped arrivals compares nothing
     one = serving.filter(offered_rate=5.0)
     assert findings.shaping_finding(one).verdict == findings.MISSING
+
+
+def test_shaping_claim_does_not_hold_when_unshaped_arrivals_are_cheaper() -> None:
+    # the old rule (best pattern vs worst, either way) called this "holds": 2× apart
+    serving = serving_table(
+        [
+            (2.0, "poisson", "pass", 2.0),
+            (2.0, "grouped", GROUP, 4.0),
+            (5.0, "poisson", "pass", 1.0),
+            (5.0, "grouped", GROUP, 2.0),
+        ]
+    )
+    f = findings.shaping_finding(serving, request_spread(serving, 0.05))
+    assert f.verdict == findings.FAILS, f.summary
+    assert set(f.table["cheaper"]) == {"unshaped (poisson)"}
+    assert "Unshaped arrivals were the cheaper ones at 2, 5 req/s" in f.summary
+
+
+def test_shaping_claim_partly_holds_when_it_saves_at_some_rates() -> None:
+    serving = serving_table(
+        [
+            (2.0, "poisson", "pass", 8.0),
+            (2.0, "grouped", GROUP, 2.0),
+            (5.0, "poisson", "pass", 1.0),
+            (5.0, "grouped", GROUP, 2.0),
+        ]
+    )
+    f = findings.shaping_finding(serving, request_spread(serving, 0.05))
+    assert f.verdict == findings.PARTLY, f.summary
+    assert [d.reading for d in f.deciding] == ["above", "below"]
+
+
+def noisy_precision_study(seed: int, cb_saving: float, noise: float, reps: int) -> pl.DataFrame:
+    """A made-up machine: bf16 saves ``cb_saving`` in prefill at batch 8, nothing in decode at
+    batch 1; every repetition carries multiplicative noise ``noise`` (a seeded normal)."""
+    rng = np.random.default_rng(seed)
+
+    def reps_of(prefill_j: float, decode_j: float) -> list[dict[str, float]]:
+        out = []
+        for _ in range(reps):
+            pe = prefill_j * (1 + noise * rng.standard_normal())
+            de = decode_j * (1 + noise * rng.standard_normal())
+            out.append({"pe": pe, "pt": 0.1, "fe": pe + de, "ft": 0.6})
+        return out
+
+    records = [
+        make_record("fp32", 1, reps_of(1.0, 10.0)),
+        make_record("bf16", 1, reps_of(1.0, 10.0)),
+        make_record("fp32", 8, reps_of(8.0, 20.0)),
+        make_record("bf16", 8, reps_of(8.0 / cb_saving, 20.0)),
+    ]
+    return analysis.measurements(records)
+
+
+def test_noise_around_the_threshold_is_inconclusive_never_a_flip() -> None:
+    # 30 pairs of runs of the same machine, its compute-bound saving exactly at the threshold
+    # (5 repetitions, 4% noise): the old rule flipped between "holds" and "does not hold"
+    runs = [noisy_precision_study(s, findings.MARGIN, 0.04, 5) for s in range(60)]
+    old = [findings.HOLDS if _point_saving(t) >= findings.MARGIN else findings.FAILS for t in runs]
+    new = [findings.precision_finding(t).verdict for t in runs]
+    flip = {findings.HOLDS, findings.FAILS}
+    assert sum({old[i], old[i + 1]} == flip for i in range(0, 60, 2)) >= 5  # noise flips it
+    assert [i for i in range(0, 60, 2) if {new[i], new[i + 1]} == flip] == [], new
+    assert new.count(findings.INCONCLUSIVE) >= 54, new
+
+
+def _point_saving(tidy: pl.DataFrame) -> float:
+    """The compute-bound point's saving from plain means (what the old verdict compared)."""
+    prefill = (
+        tidy.filter(phase="prefill", batch_size=8)
+        .group_by("precision")
+        .agg(pl.col("j_per_token").mean())
+    )
+    j = dict(zip(prefill["precision"], prefill["j_per_token"], strict=True))
+    return j["fp32"] / j["bf16"]
+
+
+def test_inconclusive_says_how_many_repetitions_would_settle_it() -> None:
+    f = findings.precision_finding(noisy_precision_study(3, 1.15, 0.06, 5))
+    assert f.verdict == findings.INCONCLUSIVE, f.summary
+    cb = next(d for d in f.deciding if d.interval.versus(d.threshold) is None)
+    assert cb.interval.low < cb.threshold <= cb.interval.high
+    need = cb.interval.reps_to_settle(cb.threshold)
+    assert need is not None and need > 5
+    assert "it could still be “does not hold” or “holds” or “partly holds”" in f.summary
+    assert "repetitions per configuration (now 5) would likely settle it" in f.summary
+    assert cb.reading.startswith("straddles (")
+    # clear data settles it: the same machine with a large saving and little noise
+    assert (
+        findings.precision_finding(noisy_precision_study(3, 2.0, 0.01, 5)).verdict == findings.HOLDS
+    )
+
+
+def test_intervals_are_reproducible() -> None:
+    tidy = noisy_precision_study(7, 1.3, 0.05, 5)
+    a, b = (
+        findings.precision_finding(tidy),
+        findings.precision_finding(tidy.sample(fraction=1.0, shuffle=True, seed=2)),
+    )
+    assert a.deciding_table().equals(b.deciding_table())
+
+
+def test_decide_gives_a_verdict_only_when_the_unknowns_cannot_change_it() -> None:
+    def rule(c: Any) -> str:
+        return findings.HOLDS if c["a"] and c["b"] else findings.FAILS
+
+    assert findings.decide({"a": False, "b": None}, rule) == (findings.FAILS, {findings.FAILS})
+    verdict, possible = findings.decide({"a": True, "b": None}, rule)
+    assert verdict == findings.INCONCLUSIVE and possible == {findings.HOLDS, findings.FAILS}
+    assert findings.decide({"a": True, "b": True}, rule)[0] == findings.HOLDS
 
 
 def test_slo_recommendation_picks_least_energy_that_meets_it() -> None:
@@ -137,10 +313,31 @@ def test_report_renders_every_verdict() -> None:
     cfg = {"baseline": {"precision": "fp32", "batch_size": 1}, "slo": {"e2e_p99_s": 5.0}}
     results = findings.all_findings(summary, tidy, cfg)
     context = {"study": "t", "energy source": analysis.meter_label(summary)}
-    md = findings.to_markdown(results, context)
-    page = findings.to_html(results, context, {"fig": "<svg><rect/></svg>"})
+    audit = findings.AuditLine("Provenance audit: 4 records, NOT comparable", ["dirty tree"])
+    md = findings.to_markdown(results, context, audit)
+    page = findings.to_html(results, context, {"fig": "<svg><rect/></svg>"}, audit)
+    assert md.splitlines()[2] == "**Provenance audit: 4 records, NOT comparable**"
+    assert "- flagged: dirty tree" in md and "<li>dirty tree</li>" in page
+    assert "| deciding ratio | estimate_x | ci_low | ci_high |" in md
     for f in results:
         assert f.verdict in md and f.title in page
     assert "missing data" in md  # no serving data: said, not guessed
     assert "<script" not in page and "<svg><rect/></svg>" in page
     assert "estimate" in page
+
+
+def test_request_energies_read_the_per_request_tables(tmp_path: Path) -> None:
+    serving = serving_table([(2.0, "poisson", "pass", 10.0), (2.0, "grouped", GROUP, 2.5)])
+    first = tmp_path / "m" / "bf16" / "tfserve" / "poisson-2.parquet"
+    first.parent.mkdir(parents=True)
+    pl.DataFrame(
+        {"status": ["ok", "timeout", "ok"], "energy_attributed_j": [9.0, 50.0, 11.0]}
+    ).write_parquet(first)
+    found = findings.request_energies(serving, tmp_path)
+    assert list(found) == ["m/bf16/tfserve/poisson-2"]  # the other table is absent
+    assert found["m/bf16/tfserve/poisson-2"].tolist() == [9.0, 11.0]  # completed requests only
+    f = findings.shaping_finding(serving, found)
+    assert (
+        f.notes[-1] == "some experiments have no per-request table: their intervals show no spread"
+    )
+    assert f.table["saving_x"][0] == pytest.approx(4.0)

@@ -170,6 +170,7 @@ def test_local_rules_come_from_the_rule_files() -> None:
         "plot_power",
         "findings",
         "aggregate_serving",
+        "provenance_audit",
         "plot_serving",
         "plot_serving_power",
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -84,6 +85,11 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     summary = derived.enrich(analysis.summarize(tidy), analysis_cfg)
     tidy.write_parquet(out / "measurements.parquet")
     summary.write_parquet(out / "summary.parquet")
+    (out / "records").mkdir()
+    for i, record in enumerate(records):
+        (out / "records" / f"r{i}.json").write_text(json.dumps(record))
+    audit = ["provenance", str(out / "records"), "--out-json", str(out / "audit.json")]
+    assert main(audit) == 0
     assert (
         main(
             [
@@ -96,6 +102,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 str(out / "findings.md"),
                 "--out-html",
                 str(out / "findings.html"),
+                "--audit",
+                str(out / "audit.json"),
             ]
         )
         == 0
@@ -112,6 +120,7 @@ def test_findings_page_renders_its_charts(study: Path, tmp_path: Path) -> None:
     dom = chromium(page, tmp_path, "--dump-dom")
     assert dom.stdout.count("<svg") >= len(plots.FIGURES)
     assert "holds" in dom.stdout
+    assert "Provenance audit: NOT comparable" in dom.stdout  # made-up records: no code hash
     assert console_messages(dom.stderr) == []
 
     from PIL import Image

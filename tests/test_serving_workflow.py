@@ -92,6 +92,7 @@ def test_changing_a_rate_reruns_only_serving(study: Path) -> None:
     assert set(jobs) == {
         "serve",
         "aggregate_serving",
+        "provenance_audit",
         "plot_serving",
         "plot_serving_power",
         "findings",

@@ -1,7 +1,14 @@
 import math
 
 import pytest
-from joulebench.stats import ci_half_width, t_quantile
+from joulebench.stats import (
+    MAX_REPS,
+    Interval,
+    bootstrap_means,
+    ci_half_width,
+    expanded_tail,
+    t_quantile,
+)
 
 
 @pytest.mark.parametrize(
@@ -27,3 +34,25 @@ def test_ci_half_width() -> None:
 def test_t_quantile_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match=r"0\.5 < p < 1"):
         t_quantile(0.4, 3)
+
+
+def test_reps_to_settle_shrinks_the_half_width_as_one_over_root_n() -> None:
+    iv = Interval(estimate=1.05, low=0.95, high=1.15, reps=5, confidence=0.95)
+    assert iv.versus(1.10) is None and iv.versus(0.9) is True and iv.versus(1.2) is False
+    # half width 0.10 toward the threshold, gap 0.05: (0.10 / 0.05)² × 5 repetitions
+    assert iv.reps_to_settle(1.10) == 20
+    assert iv.reps_to_settle(1.2) is None
+    assert Interval(1.1, 1.0, 1.2, 5, 0.95).reps_to_settle(1.1) == MAX_REPS + 1
+
+
+def test_expanded_percentile_tail() -> None:
+    # √(5/4) · t(0.975, 4 df) = 1.1180 · 2.7764 = 3.1041; Φ(−3.1041) = 0.000954
+    assert expanded_tail(0.95, 5) == pytest.approx(0.000954, rel=0.02)
+    assert expanded_tail(0.95, 10_000) == pytest.approx(0.025, rel=0.01)
+
+
+def test_bootstrap_means_are_seeded_by_key() -> None:
+    values = [1.0, 2.0, 3.0, 4.0]
+    a, b = bootstrap_means(values, "x"), bootstrap_means(values, "x")
+    assert (a == b).all() and not (a == bootstrap_means(values, "y")).all()
+    assert a.min() >= 1.0 and a.max() <= 4.0 and abs(a.mean() - 2.5) < 0.05

@@ -120,6 +120,12 @@ def test_tables_plots_and_records_exist(study: Path) -> None:
         assert chart.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((results / "benchmarks" / "benchmark").rglob("*.tsv"))) == 4
     assert (study / "logs" / "aggregate.log").is_file()
+    # the findings report opens with the provenance audit of these very records
+    audit = json.loads((results / "tables" / "provenance.json").read_text())
+    assert len(audit["records"]) == 4
+    assert "records made by different code" not in audit["verdict"]
+    first = (results / "report" / "findings.md").read_text().splitlines()[2]
+    assert first == f"**{audit['verdict']}**"
 
 
 def test_numbers_are_sane(study: Path) -> None:
@@ -176,7 +182,15 @@ def test_changing_one_batch_size_reruns_only_its_job(study: Path) -> None:
         "results/plots/power/tiny/bf16/transformers/bs4_in16_out8.html",
         "results/plots/power/tiny/fp32/transformers/bs4_in16_out8.html",
     ]
-    assert set(jobs) == {"benchmark", "aggregate", "plot", "plot_power", "findings", "all"}
+    assert set(jobs) == {
+        "benchmark",
+        "aggregate",
+        "provenance_audit",
+        "plot",
+        "plot_power",
+        "findings",
+        "all",
+    }
 
 
 def test_adding_a_precision_runs_only_its_variant_and_jobs(study: Path) -> None:
@@ -221,7 +235,15 @@ def edited_package(tmp_path: Path, relpath: str) -> dict[str, str]:
 def test_an_engine_code_change_reruns_every_benchmark_only(study: Path, tmp_path: Path) -> None:
     jobs = planned(study, env=edited_package(tmp_path, "engines/hf_transformers.py"))
     assert len(jobs["benchmark"]) == 4 == len(jobs["plot_power"])  # new traces, new charts
-    assert set(jobs) == {"benchmark", "aggregate", "plot", "plot_power", "findings", "all"}
+    assert set(jobs) == {
+        "benchmark",
+        "aggregate",
+        "provenance_audit",
+        "plot",
+        "plot_power",
+        "findings",
+        "all",
+    }
 
 
 def test_a_plotting_code_change_reruns_only_plots_and_findings(study: Path, tmp_path: Path) -> None:
@@ -299,6 +321,8 @@ CODE_EDITS: list[tuple[str, dict[str, int]]] = [
     ("stats.py", DOWNSTREAM),
     ("plots.py", {"plot": len(FIGURES), "plot_power": 4, "findings": 1, "all": 1}),
     ("findings.py", {"findings": 1, "all": 1}),
+    ("audit.py", {"provenance_audit": 1, "findings": 1, "all": 1}),
+    ("provenance.py", {"provenance_audit": 1, "findings": 1, "all": 1}),
 ]
 
 
@@ -399,9 +423,10 @@ def test_forecast_of_the_gpu_study_groups_benchmarks(tmp_path: Path) -> None:
         env={**os.environ, "JOULEBENCH_SLURM_GROUP": "9"},
     ).stdout
     assert re.search(r"^benchmark\s+18\s+sched\s+1\s+9\.00\s+9\.00$", out, re.MULTILINE), out
-    # 18 local power charts (one per benchmark) add jobs, not scheduler submissions
+    # 18 local power charts (one per benchmark) and the provenance audit add jobs, not scheduler
+    # submissions
     assert re.search(r"^plot_power\s+18\s+local\s", out, re.MULTILINE), out
-    assert "jobs: 50; scheduler submissions: 4 (group bench: 2)" in out
+    assert "jobs: 51; scheduler submissions: 4 (group bench: 2)" in out
 
 
 @pytest.mark.parametrize(("path", "value", "key", "fragment"), BAD_VALUES)

@@ -280,7 +280,16 @@ def cmd_findings(args: argparse.Namespace) -> None:
     serving = (
         inputs.parquet_file(args.serving, "--serving", SERVING_COLUMNS) if args.serving else None
     )
-    results = findings.all_findings(summary, tidy, cfg, serving)
+    requests = (
+        findings.request_energies(serving, Path(args.serving_dir))
+        if serving is not None and args.serving_dir
+        else None
+    )
+    results = findings.all_findings(summary, tidy, cfg, serving, requests)
+    audit = None
+    if args.audit:
+        data = inputs.json_file(args.audit, "--audit")
+        audit = findings.AuditLine(data["verdict"], [f["text"] for f in data["flags"]])
     ok = summary.filter(status="ok")
     context = {
         "study": ", ".join(sorted(set(summary["study"]))),
@@ -295,8 +304,8 @@ def cmd_findings(args: argparse.Namespace) -> None:
     figures = {name: plots.to_svg(make(summary)) for name, make in plots.FIGURES.items()}
     if serving is not None:
         figures |= {n: plots.to_svg(make(serving)) for n, make in plots.SERVING_FIGURES.items()}
-    write_text(args.out_md, findings.to_markdown(results, context))
-    write_text(args.out_html, findings.to_html(results, context, figures))
+    write_text(args.out_md, findings.to_markdown(results, context, audit))
+    write_text(args.out_html, findings.to_html(results, context, figures, audit))
     for f in results:
         log.info("%s: %s — %s", f.title, f.verdict, f.summary)
 
@@ -464,14 +473,25 @@ def cmd_forecast(args: argparse.Namespace) -> None:
 
 
 def cmd_provenance(args: argparse.Namespace) -> None:
-    from joulebench.provenance import render
+    from joulebench import audit
 
-    record = json.loads(Path(args.record).read_text())
-    if args.json:
-        keys = ("config_id", "config_hash", "started_at", "finished_at", "meter", "provenance")
-        print(json.dumps({k: record.get(k) for k in keys}, indent=2))
-    else:
-        print(render(record))
+    status = audit.command(
+        args.records,
+        as_json=args.json,
+        strict=args.strict,
+        checkout_hash=args.code_hash,
+        out_csv=args.out_csv,
+        out_json=args.out_json,
+    )
+    if status:
+        raise SystemExit(status)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from joulebench import compare
+
+    for path in compare.run(args.results, Path(args.out_dir), args.confidence):
+        log.info("wrote %s", path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -569,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--measurements", required=True)
     fd.add_argument("--analysis-json", help="the config's `analysis:` section as JSON")
     fd.add_argument("--serving", help="the serving table (parquet), for the arrival-shaping claim")
+    fd.add_argument("--serving-dir", help="per-request tables of --serving (results/serving)")
+    fd.add_argument("--audit", help="the provenance audit (JSON) the report opens with")
     fd.add_argument("--out-md", required=True)
     fd.add_argument("--out-html", required=True)
     fd.set_defaults(func=cmd_findings)
@@ -632,10 +654,26 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("presets", help="list the synthetic architecture presets")
     r.set_defaults(func=cmd_presets)
 
-    pv = sub.add_parser("provenance", help="print where a result record came from")
-    pv.add_argument("record")
-    pv.add_argument("--json", action="store_true", help="the raw provenance as JSON")
+    pv = sub.add_parser(
+        "provenance",
+        help="where records came from: one record in detail, or a study audited for comparability",
+    )
+    pv.add_argument("records", nargs="+", help="record files and/or results directories")
+    pv.add_argument("--json", action="store_true", help="the raw provenance / audit as JSON")
+    pv.add_argument("--strict", action="store_true", help="exit 1 when anything is flagged")
+    pv.add_argument("--code-hash", help="the checkout's bench code hash (default: this one's)")
+    pv.add_argument("--out-csv", help="write the audit table (one row per record) here")
+    pv.add_argument("--out-json", help="write the audit (verdict, flags, rows) here")
     pv.set_defaults(func=cmd_provenance)
+
+    cp = sub.add_parser(
+        "compare",
+        help="studies side by side: one table and figures, ratios to the first with CIs",
+    )
+    cp.add_argument("results", nargs="+", help="results directories (the first is the reference)")
+    cp.add_argument("--out-dir", required=True, help="where the table, figures and page go")
+    cp.add_argument("--confidence", type=float, default=0.95, help="CI level (default 0.95)")
+    cp.set_defaults(func=cmd_compare)
 
     fc = sub.add_parser(
         "forecast",

@@ -62,8 +62,9 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
         "precisions.py",
     ),
     "aggregate": ("analysis.py", "derived.py", "stats.py"),
-    "plot": ("plots.py", "derived.py", "analysis.py"),
-    "findings": ("findings.py", "derived.py", "analysis.py", "plots.py"),
+    "plot": ("plots.py", "derived.py", "analysis.py", "stats.py"),
+    "findings": ("findings.py", "derived.py", "analysis.py", "plots.py", "stats.py"),
+    "audit": ("audit.py", "provenance.py"),
     "serve": (
         "arrivals.py",
         "energy",
@@ -74,7 +75,7 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
         "shaping.py",
     ),
     "aggregate-serving": ("analysis.py",),
-    "plot-serving": ("plots.py", "analysis.py"),
+    "plot-serving": ("plots.py", "analysis.py", "stats.py"),
 }
 
 

@@ -1,9 +1,11 @@
-# Stage 4: every record → one tidy measurements table → a summary with confidence intervals.
+# Stage 4: every record → one tidy measurements table → a summary with confidence intervals;
+# and every record → one provenance audit (can the rows be compared at all?).
 
 
 localrules:
     aggregate,
     aggregate_serving,
+    provenance_audit,
 
 
 rule aggregate:
@@ -57,4 +59,32 @@ rule aggregate_serving:
             *input.records,
             table=output.table,
             table_csv=output.table_csv,
+        )
+
+
+rule provenance_audit:
+    input:
+        records=all_records(),
+        serving=all_serving_records(),
+    output:
+        csv=report(
+            "results/tables/provenance.csv",
+            caption="../report/provenance.rst",
+            category="Tables",
+        ),
+        json="results/tables/provenance.json",
+    log:
+        "logs/provenance.log",
+    params:
+        checkout=CODE["bench"],
+        code=CODE["audit"],
+    run:
+        joulebench(
+            "provenance",
+            log[0],
+            *input.records,
+            *input.serving,
+            code_hash=params.checkout,
+            out_csv=output.csv,
+            out_json=output.json,
         )

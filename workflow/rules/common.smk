@@ -39,6 +39,7 @@ CODE = {
         "aggregate",
         "plot",
         "findings",
+        "audit",
         "serve",
         "aggregate-serving",
         "plot-serving",
@@ -222,9 +223,13 @@ def findings_inputs(wildcards):
     inputs = {
         "summary": "results/tables/summary.parquet",
         "measurements": "results/tables/measurements.parquet",
+        "audit": "results/tables/provenance.json",
     }
     if SESSIONS:
         inputs["serving"] = "results/tables/serving.parquet"
+        inputs["serving_requests"] = [
+            p[:-5] + ".parquet" for p in all_serving_records()
+        ]
     return inputs
 
 

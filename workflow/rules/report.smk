@@ -27,7 +27,12 @@ rule findings:
             summary=input.summary,
             measurements=input.measurements,
             analysis_json=params.analysis,
-            **({"serving": input.serving} if "serving" in input.keys() else {}),
+            audit=input.audit,
+            **(
+                {"serving": input.serving, "serving_dir": "results/serving"}
+                if "serving" in input.keys()
+                else {}
+            ),
             out_md=output.md,
             out_html=output.html,
         )
