@@ -8,7 +8,11 @@ from snakemake.utils import min_version
 min_version("9.20")
 
 
-configfile: "config/config.yaml"
+# The default study, unless one is given with --configfile: a given study replaces it whole
+# (merged into it, a GPU study would inherit the CPU default's serving section).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

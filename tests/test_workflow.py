@@ -375,6 +375,17 @@ def test_report_is_self_contained_with_figures_and_table(study: Path) -> None:
     assert 'src="http' not in html, "a self-contained report loads nothing from the web"
 
 
+def test_a_study_given_with_configfile_replaces_the_default(tmp_path: Path) -> None:
+    """`--configfile config/gpu.yaml` beside the default config/config.yaml: the GPU study
+    alone, not merged into the default (whose serving section it would inherit)."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    default = rules(planned(tmp_path))
+    assert default["serve"] == 1  # the default study serves: one session (bf16, one server)
+    gpu = rules(planned(tmp_path, None, "--configfile", str(REPO / "config" / "gpu.yaml")))
+    assert "serve" not in gpu and gpu["benchmark"] == 18
+
+
 def test_slurm_template_profile_spells_gpus_both_ways(tmp_path: Path) -> None:
     cfg = yaml.safe_load((REPO / "config" / "gpu.yaml").read_text())
     write_config(tmp_path, cfg)
