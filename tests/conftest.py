@@ -82,6 +82,10 @@ def path_without_slurm(path: str, shadow_root: Path) -> str:
     return os.pathsep.join(parts)
 
 
+#: PATH as the suite was started with (before :func:`slurm_out_of_reach`).
+PATH_BEFORE = os.environ["PATH"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def slurm_out_of_reach(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory

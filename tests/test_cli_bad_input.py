@@ -211,7 +211,7 @@ CASES: list[tuple[str, Callable[[Files], list[str]], str, str]] = [
             ]
         ),
         "--model-dir:",
-        "does not exist",
+        "is a file, not a model directory",
     ),
     ("aggregate", aggregate("missing"), "records:", "does not exist"),
     ("aggregate", aggregate("bench_record", "not_json"), "records:", "not a JSON file"),

@@ -171,3 +171,15 @@ def test_dry_run_of_the_gpu_check(tmp_path: Path) -> None:
     assert len(records) == 3
     log = (out / "gpu_study.log").read_text()
     assert "targets met" in log and json.dumps("Fake H100")[1:-1] in log
+
+
+def test_a_real_run_refuses_to_start_with_the_fake_nvml_in_reach(tmp_path: Path) -> None:
+    """Without --dry-run the script measures the real GPU: the tests' fake must not be found."""
+    env = {**os.environ, "JOULEBENCH_FAKE_NVML": '{"profiles": []}'}
+    run = subprocess.run(
+        ["bash", str(REPO / "tests" / "perf" / "gpu_study.sh"), str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "read the tests' fake NVML and record it as nvml" in run.stdout
+    assert "installing the wheels" not in run.stdout  # refused before anything else

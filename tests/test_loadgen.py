@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -39,6 +41,10 @@ def test_poisson_load_sends_each_request_at_its_time_never_before() -> None:
     assert table["release_s"].to_numpy() == pytest.approx(offsets, abs=1e-9)
     sent = table["sent_s"].to_numpy()
     assert np.all(sent >= offsets) and np.all(table["send_lag_s"].to_numpy() >= 0)
+    # and not late beyond reason: bounds no load on a working machine reaches (the precise
+    # figures are tests/perf/loadgen_precision.py's), which a sender that waits for the
+    # previous answer, or sleeps a second per send, would break
+    assert np.median(sent - offsets) < 0.25 and sent[-1] < offsets[-1] + 2.0
     # the server saw each request after it was sent and before its answer ended
     seen = np.empty(400)
     seen[order] = arrived
@@ -57,7 +63,7 @@ def test_every_token_is_timed() -> None:
         assert row["sent_s"] <= row["first_token_s"] == times[0] <= times[-1] <= row["end_s"]
         # the server waits 10 ms before each token: no token can be read before its time
         assert np.all(times - row["sent_s"] >= 0.01 * np.arange(1, 6) - 1e-4)
-        assert row["tpot_s"] == pytest.approx((times[-1] - times[0]) / 4)
+        assert row["tpot_s"] >= 0.01 - 1e-4  # the server's 10 ms between tokens, at least
         assert row["ttft_s"] <= row["e2e_s"]
 
 
@@ -160,16 +166,24 @@ def test_garbage_collection_waits_for_gaps_and_is_restored() -> None:
 
 
 class SignalIntoLoad:
-    """Send ``sig`` to ``pid`` ``after_s`` into the load (use as the load's ``on_start``)."""
+    """Send ``sig`` to the fake server ``pid`` once it has answered ``answered`` requests (use as
+    the load's ``on_start``): tied to the load's progress, not to the wall clock, so a slow
+    machine delays the signal instead of moving it to before or after the load."""
 
-    def __init__(self, pid: int, sig: int, after_s: float) -> None:
-        self.pid, self.sig, self.after_s = pid, sig, after_s
+    def __init__(self, pid: int, sig: int, url: str, answered: int = 3) -> None:
+        self.pid, self.sig, self.url, self.answered = pid, sig, url, answered
         self.sent_at: float | None = None  # perf_counter
 
     def __call__(self, _t0: float) -> None:
-        threading.Timer(self.after_s, self._send).start()
+        threading.Thread(target=self._wait_then_send, daemon=True).start()
 
-    def _send(self) -> None:
+    def _wait_then_send(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(self.url + "/stats", timeout=5) as answer:
+                if json.load(answer)["answered"] >= self.answered:
+                    break
+            time.sleep(0.005)
         self.sent_at = time.perf_counter()
         os.kill(self.pid, self.sig)
 
@@ -191,14 +205,14 @@ def _assert_each_request_accounted_once(results: list, planned: int) -> dict[str
 def test_a_server_that_dies_stops_the_load_and_every_request_is_accounted(
     users: int | None,
 ) -> None:
-    offsets = np.arange(60) * 0.02  # open loop: 1.2 s of load; closed: about 2 s
+    offsets = np.arange(150) * 0.02  # open loop: 3 s of load; closed: longer
     with FakeServer(token_delay_s=0.02) as server:
         proc = server._proc
         watchdog = loadgen.Watchdog(
             exited=lambda: None if proc.poll() is None else f"exit status {proc.returncode}",
             interval_s=0.05,
         )
-        kill = SignalIntoLoad(proc.pid, signal.SIGKILL, 0.45)
+        kill = SignalIntoLoad(proc.pid, signal.SIGKILL, server.url)
         with pytest.raises(loadgen.LoadAborted, match="exit status -9") as info:
             loadgen.run(
                 Target(server.url),
@@ -208,19 +222,19 @@ def test_a_server_that_dies_stops_the_load_and_every_request_is_accounted(
                 on_start=kill,
                 watchdog=watchdog,
             )
-    counts = _assert_each_request_accounted_once(info.value.results, 60)
-    assert counts["completed"] >= 1 and counts["not_sent"] >= 20, counts
-    assert f"{counts['not_sent']} not sent, of 60 planned" in str(info.value)
+    counts = _assert_each_request_accounted_once(info.value.results, 150)
+    assert counts["completed"] >= 3 and counts["not_sent"] >= 20, counts
+    assert f"{counts['not_sent']} not sent, of 150 planned" in str(info.value)
 
 
 def test_a_server_that_stops_answering_stops_the_load_in_bounded_time() -> None:
-    offsets = np.arange(150) * 0.02  # 3 s of load; the server freezes 0.35 s into it
+    offsets = np.arange(150) * 0.02  # 3 s of load; the server freezes after 3 answers
     with FakeServer(token_delay_s=0.01) as server:
         proc = server._proc
         watchdog = loadgen.Watchdog(
             exited=lambda: None, health_url=server.url + "/health", probe_timeout_s=0.3
         )
-        freeze = SignalIntoLoad(proc.pid, signal.SIGSTOP, 0.35)
+        freeze = SignalIntoLoad(proc.pid, signal.SIGSTOP, server.url)
         try:
             with pytest.raises(loadgen.LoadAborted, match="stopped answering") as info:
                 loadgen.run(

@@ -95,9 +95,12 @@ def test_health_timeout_stops_the_server(tmp_path: Path) -> None:
 
 
 def test_server_that_exits_is_reported_with_its_log(tmp_path: Path) -> None:
-    server, _ = toy_server(tmp_path, "crash")
+    server, pidfile = toy_server(tmp_path, "crash")
     with pytest.raises(ServerError, match="exited before"):
         server.start()
+    # the leader exited, leaving its child in the group: start() stopped the group before raising
+    assert gone(int(pidfile.read_text()))
+    assert server.proc is None
 
 
 def test_failure_inside_the_block_still_stops(tmp_path: Path) -> None:

@@ -252,9 +252,11 @@ def test_a_plotting_code_change_reruns_only_plots_and_findings(study: Path, tmp_
     assert len(jobs["plot"]) == len(FIGURES) and len(jobs["plot_power"]) == 4
 
 
-#: What reruns downstream of the benchmarks of the e2e study (README "Reruns").
+#: What reruns downstream of the benchmarks of the e2e study (README "Reruns"), and in
+#: addition where the set of records changes: the provenance audit, which reads every record.
 DOWNSTREAM = {"aggregate": 1, "plot": len(FIGURES), "findings": 1, "all": 1}
-EVERY_BENCHMARK = {"benchmark": 4, "plot_power": 4} | DOWNSTREAM
+RECORDS = {"provenance_audit": 1}
+EVERY_BENCHMARK = {"benchmark": 4, "plot_power": 4} | RECORDS | DOWNSTREAM
 
 
 def planned_with(study: Path, **changes: Any) -> dict[str, int]:
@@ -268,13 +270,17 @@ def planned_with(study: Path, **changes: Any) -> dict[str, int]:
 
 #: README's rerun table, row by row: a config edit and the exact jobs per rule it reruns.
 CONFIG_EDITS: list[tuple[str, dict[str, Any], dict[str, int]]] = [
-    ("a batch size added", {"batch_sizes": [1, 8, 2]}, {"benchmark": 2, "plot_power": 2}),
+    (
+        "a batch size added",
+        {"batch_sizes": [1, 8, 2]},
+        {"benchmark": 2, "plot_power": 2} | RECORDS,
+    ),
     ("an output length changed", {"output_lengths": [6]}, EVERY_BENCHMARK),
-    ("a configuration removed", {"batch_sizes": [1]}, DOWNSTREAM),
+    ("a configuration removed", {"batch_sizes": [1]}, RECORDS | DOWNSTREAM),
     (
         "a precision added",
         {"precisions": ["fp32", "bf16", "cpu-int8"]},
-        {"describe_variant": 1, "benchmark": 2, "plot_power": 2} | DOWNSTREAM,
+        {"describe_variant": 1, "benchmark": 2, "plot_power": 2} | RECORDS | DOWNSTREAM,
     ),
     (
         "a quantization setting",
@@ -318,7 +324,7 @@ CODE_EDITS: list[tuple[str, dict[str, int]]] = [
     ("quantize.py", {}),  # no ct-* variant in this study (test_quantize_workflow has one)
     ("analysis.py", {"plot_power": 4} | DOWNSTREAM),  # the power charts read records with it
     ("derived.py", {"plot_power": 4} | DOWNSTREAM),
-    ("stats.py", DOWNSTREAM),
+    ("stats.py", {"plot_power": 4} | DOWNSTREAM),
     ("plots.py", {"plot": len(FIGURES), "plot_power": 4, "findings": 1, "all": 1}),
     ("findings.py", {"findings": 1, "all": 1}),
     ("audit.py", {"provenance_audit": 1, "findings": 1, "all": 1}),
@@ -364,6 +370,10 @@ def test_a_profile_change_reruns_nothing(study: Path, tmp_path: Path) -> None:
     with (profile / "config.yaml").open("a") as handle:
         handle.write("set-resources:\n  benchmark:\n    runtime: 600\n    mem_mb: 12345\n")
     assert planned(study, None, "--workflow-profile", str(profile)) == {}
+    # the control: the profile was read (forced, its benchmark jobs carry its resources)
+    forced = snakemake(study, "--dry-run", "--forceall", "--workflow-profile", str(profile))
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    assert "mem_mb=12345" in forced.stdout
 
 
 def test_report_is_self_contained_with_figures_and_table(study: Path) -> None:

@@ -52,6 +52,12 @@ for key, value in fake_nvml_env(waves or [SquareWave(120.0, 380.0, 0.4)]).items(
 EOF
 )"
 else
+    # a real run measures the real GPU: refuse to start where the tests' fake NVML is in reach
+    if [[ -n ${JOULEBENCH_FAKE_NVML:-} || ${PYTHONPATH:-} == *fake_pynvml* ]]; then
+        echo "JOULEBENCH_FAKE_NVML or a fake_pynvml on PYTHONPATH is set: a real GPU run would"
+        echo "read the tests' fake NVML and record it as nvml. Unset them (or pass --dry-run)."
+        exit 2
+    fi
     CONFIG=$REPO/config/gpu-check.yaml
     CROSS_MODEL=llama-3.2-1b ANCHOR_MODEL=llama-3.1-8b ANCHOR_BATCHES=(8 64) CORES=$(nproc)
     # the 8B shape (a one-thread CPU job) is written while the 1B benchmarks run: see the sizing

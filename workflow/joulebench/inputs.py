@@ -97,6 +97,8 @@ def parquet_file(path: str | Path, argument: str, columns: Iterable[str] = ()) -
 def model_dir(path: str | Path, argument: str) -> Path:
     """A Hugging Face model directory (with config.json)."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ArgumentError(argument, f"'{path}' is a file, not a model directory")
     if not path.is_dir():
         raise ArgumentError(argument, f"directory '{path}' does not exist")
     if not (path / "config.json").is_file():
