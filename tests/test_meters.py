@@ -8,6 +8,7 @@ where a test checks a formula; where real threads run, bounds come from what was
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -137,18 +138,23 @@ def test_gpu_without_energy_counter_is_a_clear_error() -> None:
         NvmlMeter(FakeNvml(["GPU-old"], counter=False))
 
 
-def test_auto_meter_without_gpu_is_the_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_meter_without_gpu_is_the_estimate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(jnvml, "load_pynvml", lambda: None)
-    assert make_meter("auto", "cpu").source == "estimate"
-    assert make_meter("auto", "cuda").source == "estimate"
+    # an empty powercap root: no RAPL whatever this host has under /sys/class/powercap
+    assert make_meter("auto", "cpu", powercap_root=str(tmp_path)).source == "estimate"
+    assert make_meter("auto", "cuda", powercap_root=str(tmp_path)).source == "estimate"
     with pytest.raises(MeterError, match="needs an NVIDIA GPU"):
         make_meter("nvml", "cpu")
 
 
-def test_auto_meter_on_cuda_uses_nvml(monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml) -> None:
+def test_auto_meter_on_cuda_uses_nvml(
+    monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml, tmp_path: Path
+) -> None:
     monkeypatch.setattr(jnvml, "load_pynvml", lambda: fake_nvml)
-    assert make_meter("auto", "cuda").source == "nvml"
-    assert make_meter("auto", "cpu").source == "estimate"
+    assert make_meter("auto", "cuda", powercap_root=str(tmp_path)).source == "nvml"
+    assert make_meter("auto", "cpu", powercap_root=str(tmp_path)).source == "estimate"
 
 
 def test_real_pynvml_without_gpu_means_no_nvml() -> None:

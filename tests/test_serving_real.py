@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import psutil
 import pytest
+from conftest import NO_POWERCAP
 from joulebench import config
 from joulebench.serving import run_session, session_specs
 
@@ -23,6 +24,7 @@ def test_real_server_session(tiny_model: Path, tmp_path: Path) -> None:
             "batch_sizes": [1],
             "input_lengths": [8],
             "output_lengths": [4],
+            "measurement": {"powercap_root": NO_POWERCAP},  # auto: the estimate on any host
             "serving": {
                 "servers": [{"name": "tf", "kind": "transformers"}],
                 "requests": 8,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from conftest import REPO
+from conftest import NO_POWERCAP, REPO
 from joulebench import analysis, config, plots
 from joulebench.errors import ConfigError
 from joulebench.serving import build_requests, run_session, session_specs
@@ -62,7 +62,8 @@ def study(
         {
             "study": "unit",
             "device": device,
-            "measurement": measurement or {},
+            # auto on the CPU: the estimate on every host, unless a test says otherwise
+            "measurement": {"powercap_root": NO_POWERCAP} | (measurement or {}),
             "models": [{"name": "tiny", "source": "local", "path": str(tiny_model)}],
             "precisions": ["fp32"],
             "batch_sizes": [1],

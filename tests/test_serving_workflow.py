@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 import pytest
-from conftest import TINY_MODEL
+from conftest import NO_POWERCAP, TINY_MODEL
 from test_workflow import planned, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,12 @@ STUDY: dict[str, Any] = {
     "batch_sizes": [1],
     "input_lengths": [8],
     "output_lengths": [4],
-    "measurement": {"warmup_runs": 0, "repetitions": 2, "min_window_s": 0.05},
+    "measurement": {
+        "warmup_runs": 0,
+        "repetitions": 2,
+        "min_window_s": 0.05,
+        "powercap_root": NO_POWERCAP,  # auto: the estimate on every host
+    },
     "serving": {
         "servers": [{"name": "tf", "kind": "transformers"}],
         "requests": 6,
