@@ -136,6 +136,8 @@ class FakeNvml:
         self.log_path: Path | None = None
         self._acc = [float(e) for e in self.energy_mj]
         self._t = time.perf_counter()
+        #: live power of each device over time: [(from instant, watts)]
+        self.power_log = [[(self._t, float(p))] for p in self.power_w]
         self._lock = threading.Lock()
         self._log_lock = threading.Lock()
 
@@ -160,8 +162,32 @@ class FakeNvml:
         return self.power_w[index]
 
     def set_power(self, device: int, watts: float) -> None:
-        self._advance()
-        self.power_w[device] = watts
+        with self._lock:
+            now = time.perf_counter()
+            for i, p in enumerate(self.power_w):
+                self._acc[i] += p * (now - self._t) * 1000.0
+                self.energy_mj[i] = int(self._acc[i])
+            self._t = now
+            self.power_w[device] = watts
+            self.power_log[device].append((now, watts))
+
+    def live_energy_j(self, device: int, a: float, b: float) -> float:
+        """A live device's exact energy over ``[a, b]`` from the power it was set to."""
+        steps = self.power_log[device]
+        total = 0.0
+        for (t0, watts), (t1, _) in zip(steps, [*steps[1:], (math.inf, 0.0)], strict=True):
+            total += watts * max(0.0, min(b, t1) - max(a, t0))
+        return total
+
+    def window_j(self, device: int, energy_j: float, start: float, end: float) -> float:
+        """The exact energy a live device used between the two counter reads behind ``energy_j``.
+
+        The reads are found in the counter log (:func:`read_pair`); they must lie within
+        :data:`EDGE_S` of the window's edges ``(start, end)``.
+        """
+        t_a, t_b = read_pair(self.counter_log[device], round(energy_j * 1000), start, end)
+        assert abs(t_a - start) <= EDGE_S and abs(t_b - end) <= EDGE_S, (t_a, t_b, start, end)
+        return self.live_energy_j(device, t_a, t_b)
 
     def nvmlInit(self) -> None: ...
     def nvmlShutdown(self) -> None:
