@@ -90,10 +90,11 @@ def test_session_records_table_trace_and_figures(tiny_model: Path, tmp_path: Pat
         assert "process tree" in rec["meter"]["processes"]  # the server's, not this process
         assert rec["measured"]["server_may_run_elsewhere"] is False
         a, w = rec["energy"]["attribution"], rec["window"]
-        # the estimate's trace and window apply one model: they agree closely
+        # smoke check only: the estimate's trace and window apply one model, so conservation and
+        # closure cannot catch a metering error here (energy truth: tests/test_serving_meters.py
+        # on fake hardware); they show the checks are computed and recorded
         assert abs(a["conservation_pct"]) < 1.0 and abs(a["closure_pct"]) < 1.0
         assert a["shares_raw_j"] == pytest.approx(a["trace_j"], rel=1e-6)
-        assert a["requests_scaled_j"] + a["idle_scaled_j"] == pytest.approx(w["energy_j"])
         trace = pl.read_parquet(tmp_path / rec["trace"]["file"])
         assert set(trace["device"]) == {"cpu"} and trace.height == rec["trace"]["samples"]
         # the trace covers the load window (times since the load started)
@@ -105,6 +106,8 @@ def test_session_records_table_trace_and_figures(tiny_model: Path, tmp_path: Pat
     grouped = pl.read_parquet(tmp_path / "grouped_r20.parquet")
     assert (grouped["release_s"] * 10 % 1).abs().max() < 1e-6  # on the 100 ms grid
     assert (grouped["hold_s"] > 0).any()
+    # bookkeeping only (the table's rows are the record's requests); the shares' energy is
+    # checked against known hardware energy in tests/test_serving_meters.py
     assert grouped["energy_attributed_scaled_j"].sum() == pytest.approx(
         records[2]["energy"]["attribution"]["requests_scaled_j"]
     )
