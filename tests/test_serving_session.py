@@ -121,6 +121,19 @@ def test_session_records_table_trace_and_figures(tiny_model: Path, tmp_path: Pat
     )
     html, png, _ = plots.save(power, tmp_path / "power")
     assert "requests in flight" in html.read_text() and png.stat().st_size
+    # the same figure as a user (and the workflow's rule) makes it: `joulebench plot-serving-power`
+    from joulebench.cli import main
+
+    stem = tmp_path / "cli-power"
+    argv = ["plot-serving-power", str(written[0]), "--out-stem", str(stem)]
+    argv += ["--trace", str(tmp_path / "poisson_r20.trace.parquet")]
+    assert main([*argv, "--table", str(tmp_path / "poisson_r20.parquet")]) == 0
+    data = stem.with_suffix(".png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert 400 <= width <= 4000 and 200 <= height <= 4000, (width, height)  # a figure, not a dot
+    assert len(data) > 10_000
+    assert "requests in flight" in stem.with_suffix(".html").read_text()
 
 
 def test_in_flight_counts_requests_between_send_and_end() -> None:
