@@ -68,14 +68,16 @@ def check_record(
     table: pl.DataFrame,
     gpu_reads: list[tuple[float, int]] | None,
     tree: LivePowercap | None,
+    interval: float = SERVING["trace_interval_s"],
 ) -> None:
-    """Check a record against the fake hardware: ``gpu_reads`` is NVML's logged counter reads."""
+    """Check a record against the fake hardware: ``gpu_reads`` is NVML's logged counter reads,
+    ``interval`` the trace interval the study asked for."""
     w, a = record["window"], record["energy"]["attribution"]
     start, end = w["start_s"], w["end_s"]
     by_device = w["energy_by_device_j"]
     known, tol, trace_tol = 0.0, 0.0, 0.0
     origin = w["load_start_s"]
-    interval = SERVING["trace_interval_s"]
+    assert record["trace"]["interval_s"] == interval
     if gpu_reads is not None:
         # the two counter reads the window's figure is the difference of, and the GPU's exact
         # energy between their instants (the fake's counter truncates to whole mJ)
@@ -279,7 +281,10 @@ def test_default_study_serves_with_rapl_where_it_is_readable(tmp_path: Path) -> 
 def test_make_study_serving_stage_measures_rapl(tmp_path: Path) -> None:
     """The default study's serving stage (real `transformers serve`) through Snakemake, on RAPL."""
     root = tmp_path / "powercap"
+    from joulebench import config as jb_config
+
     write_config(tmp_path, default_study_with(root))
+    interval = jb_config.validate(default_study_with(root))["serving"]["trace_interval_s"]
     with LivePowercap(root, PACKAGE, DRAM) as tree:
         run = snakemake(tmp_path, "results/serving/tiny-llama/bf16/tfserve/poisson_r2.json")
     assert run.returncode == 0, run.stderr[-3000:]
@@ -295,4 +300,5 @@ def test_make_study_serving_stage_measures_rapl(tmp_path: Path) -> None:
             pl.read_parquet(path.with_suffix(".parquet")),
             None,
             tree,
+            interval,
         )
