@@ -24,6 +24,22 @@ TINY_OVERRIDES = {
 }
 
 
+#: A powercap root with no RAPL under it (the path does not exist; see ``no_host_powercap``).
+#: Every test config that lets ``meter: auto`` pick the CPU's meter points
+#: ``measurement.powercap_root`` here, so the estimate is what auto picks on every host, a root CI
+#: job on an Intel machine with a readable /sys/class/powercap included.
+NO_POWERCAP = str(REPO / "tests" / "no-powercap-here")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_host_powercap() -> str:
+    """Make sure ``NO_POWERCAP`` really holds no RAPL tree (a test relying on it could not tell)."""
+    from joulebench.energy import rapl
+
+    assert not Path(NO_POWERCAP).exists() and not rapl.readable(NO_POWERCAP)
+    return NO_POWERCAP
+
+
 #: The `models:` entry of the small studies the workflow tests run.
 TINY_MODEL = {
     "name": "tiny",
@@ -120,8 +136,22 @@ def snakemake_argv(workdir: Path, *args: str) -> list[str]:
 
 
 def bench_fp32_cpu(model_dir: Path) -> list[str]:
-    """The start of a `joulebench bench` command line: fp32 on the CPU with ``model_dir``."""
-    return ["bench", "--model-dir", str(model_dir), "--precision", "fp32", "--device", "cpu"]
+    """The start of a `joulebench bench` command line: fp32 on the CPU with ``model_dir``.
+
+    The meter is pinned to the estimate: the CLI has no powercap root to point elsewhere, and
+    ``auto`` would pick RAPL on a host whose /sys/class/powercap is readable.
+    """
+    return [
+        "bench",
+        "--model-dir",
+        str(model_dir),
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--meter",
+        "estimate",
+    ]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,8 +8,14 @@
   ``tests/fake_pynvml/pynvml.py`` puts one in front of a subprocess (``joulebench serve``,
   Snakemake) through PYTHONPATH and ``JOULEBENCH_FAKE_NVML``.
 - :class:`LivePowercap`: a powercap tree whose ``energy_uj`` counters a background thread
-  advances with a square wave while a session runs; it records the longest gap between its
-  writes, from which tests derive their tolerance.
+  advances with a square wave while a session runs; it logs every value it writes, with the
+  instant it stands for.
+
+Both log their counters (FakeNvml every read, to a file too for a subprocess; LivePowercap every
+write), so a test finds the two readings a meter's window used (:func:`read_pair`) and compares
+the window with the square wave's exact energy between those instants; how far the window's
+stamped edges lie from the readings is checked on its own, as timing, never folded into the
+energy's tolerance.
 """
 
 from __future__ import annotations
@@ -25,6 +31,32 @@ from types import SimpleNamespace
 from typing import Any
 
 MAX_UJ = 262_143_328_850
+
+#: How far a window's stamped edge may lie from the counter reading it used (seconds): a bound
+#: on timestamp bookkeeping only (the energy is checked exactly over the readings' instants).
+EDGE_S = 0.25
+
+
+def read_pair(
+    log: list[tuple[float, int]], delta: int, start: float, end: float
+) -> tuple[float, float]:
+    """The logged readings ``(t_a, t_b)`` whose counter values differ by exactly ``delta``.
+
+    ``log`` holds (instant, counter value) of one device; where several pairs differ by
+    ``delta``, the one closest to the window's edges ``(start, end)``. AssertionError if none:
+    the meter's figure is no difference of two readings the hardware gave.
+    """
+    times: dict[int, list[float]] = {}
+    for t, v in log:
+        times.setdefault(v, []).append(t)
+    best: tuple[float, float, float] | None = None
+    for t_a, v_a in log:
+        for t_b in times.get(v_a + delta, []):
+            score = abs(t_a - start) + abs(t_b - end)
+            if t_b >= t_a and (best is None or score < best[0]):
+                best = (score, t_a, t_b)
+    assert best is not None, f"no two logged readings differ by {delta}"
+    return best[1], best[2]
 
 
 @dataclass(frozen=True)
@@ -99,23 +131,30 @@ class FakeNvml:
         self.reads = 0
         self.field_reads = 0
         self.shutdown = False
+        #: every counter read: device index → [(instant, value in mJ)]
+        self.counter_log: dict[int, list[tuple[float, int]]] = {}
+        self.log_path: Path | None = None
         self._acc = [float(e) for e in self.energy_mj]
         self._t = time.perf_counter()
+        #: live power of each device over time: [(from instant, watts)]
+        self.power_log = [[(self._t, float(p))] for p in self.power_w]
         self._lock = threading.Lock()
+        self._log_lock = threading.Lock()
 
-    def _advance(self) -> None:
+    def _advance(self) -> float:
         if self.profiles is not None:
             now = time.perf_counter()
             self.energy_mj = [int(p.energy_j(now) * 1000.0) for p in self.profiles]
-            return
+            return now
         if not self.live:
-            return
+            return time.perf_counter()
         with self._lock:
             now = time.perf_counter()
             for i, p in enumerate(self.power_w):
                 self._acc[i] += p * (now - self._t) * 1000.0
                 self.energy_mj[i] = int(self._acc[i])
             self._t = now
+        return now
 
     def _power(self, index: int) -> float:
         if self.profiles is not None:
@@ -123,8 +162,32 @@ class FakeNvml:
         return self.power_w[index]
 
     def set_power(self, device: int, watts: float) -> None:
-        self._advance()
-        self.power_w[device] = watts
+        with self._lock:
+            now = time.perf_counter()
+            for i, p in enumerate(self.power_w):
+                self._acc[i] += p * (now - self._t) * 1000.0
+                self.energy_mj[i] = int(self._acc[i])
+            self._t = now
+            self.power_w[device] = watts
+            self.power_log[device].append((now, watts))
+
+    def live_energy_j(self, device: int, a: float, b: float) -> float:
+        """A live device's exact energy over ``[a, b]`` from the power it was set to."""
+        steps = self.power_log[device]
+        total = 0.0
+        for (t0, watts), (t1, _) in zip(steps, [*steps[1:], (math.inf, 0.0)], strict=True):
+            total += watts * max(0.0, min(b, t1) - max(a, t0))
+        return total
+
+    def window_j(self, device: int, energy_j: float, start: float, end: float) -> float:
+        """The exact energy a live device used between the two counter reads behind ``energy_j``.
+
+        The reads are found in the counter log (:func:`read_pair`); they must lie within
+        :data:`EDGE_S` of the window's edges ``(start, end)``.
+        """
+        t_a, t_b = read_pair(self.counter_log[device], round(energy_j * 1000), start, end)
+        assert abs(t_a - start) <= EDGE_S and abs(t_b - end) <= EDGE_S, (t_a, t_b, start, end)
+        return self.live_energy_j(device, t_a, t_b)
 
     def nvmlInit(self) -> None: ...
     def nvmlShutdown(self) -> None:
@@ -157,9 +220,15 @@ class FakeNvml:
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
         if not self.counter:
             raise FakeNVMLError(self.NVML_ERROR_NOT_SUPPORTED)
-        self._advance()
-        self.reads += 1
-        return self.energy_mj[handle.index]
+        with self._log_lock:  # a read and its log entry together (sampler and caller race)
+            now = self._advance()
+            value = self.energy_mj[handle.index]
+            self.reads += 1
+            self.counter_log.setdefault(handle.index, []).append((now, value))
+            if self.log_path is not None:
+                with self.log_path.open("a") as f:
+                    f.write(f"{now!r} {handle.index} {value}\n")
+        return value
 
     def nvmlDeviceGetFieldValues(self, handle: Any, field_ids: list[int]) -> list[Any]:
         self.field_reads += 1
@@ -194,17 +263,34 @@ FAKE_NVML_ENV = "JOULEBENCH_FAKE_NVML"
 FAKE_PYNVML_DIR = Path(__file__).resolve().parent / "fake_pynvml"
 
 
-def fake_nvml_env(profiles: list[SquareWave]) -> dict[str, str]:
-    """Environment for a subprocess whose ``import pynvml`` finds live fake GPUs."""
+def fake_nvml_env(profiles: list[SquareWave], log: Path | None = None) -> dict[str, str]:
+    """Environment for a subprocess whose ``import pynvml`` finds live fake GPUs.
+
+    With ``log``, every counter read of every such process is appended there
+    (:func:`counter_reads` reads it back).
+    """
     path = os.pathsep.join(p for p in (str(FAKE_PYNVML_DIR), os.environ.get("PYTHONPATH")) if p)
-    spec = {"uuids": [f"GPU-fake-{i}" for i in range(len(profiles))]}
-    spec["profiles"] = [p.to_list() for p in profiles]  # type: ignore[assignment]
+    spec: dict[str, Any] = {"uuids": [f"GPU-fake-{i}" for i in range(len(profiles))]}
+    spec["profiles"] = [p.to_list() for p in profiles]
+    spec["log"] = str(log) if log else None
     return {"PYTHONPATH": path, FAKE_NVML_ENV: json.dumps(spec)}
 
 
 def nvml_from_env() -> FakeNvml:
     spec = json.loads(os.environ[FAKE_NVML_ENV])
-    return FakeNvml(spec["uuids"], profiles=[SquareWave(*p) for p in spec["profiles"]])
+    nvml = FakeNvml(spec["uuids"], profiles=[SquareWave(*p) for p in spec["profiles"]])
+    nvml.log_path = Path(spec["log"]) if spec.get("log") else None
+    return nvml
+
+
+def counter_reads(log: Path, index: int) -> list[tuple[float, int]]:
+    """The (instant, mJ) counter reads of GPU ``index`` that subprocesses logged to ``log``."""
+    reads = []
+    for line in log.read_text().splitlines():
+        t, i, v = line.split()
+        if int(i) == index:
+            reads.append((float(t), int(v)))
+    return sorted(reads)
 
 
 def write_domain(root: Path, name: str, label: str, energy_uj: int = 0) -> Path:
@@ -236,8 +322,13 @@ class LivePowercap:
             "rapl:package-0": write_domain(root, "intel-rapl:0", "package-0"),
             "rapl:dram-0": write_domain(root, "intel-rapl:0:0", "dram"),
         }
-        write_domain(root, "intel-rapl:0:1", "core")  # part of the package: not summed
+        # the cores: part of the package, never to be summed with it. Its counter runs too (a
+        # square wave of its own), so a meter that added it would be off by its energy
+        self.core = SquareWave(10.0, 15.0, 0.4)
+        self.core_dir = write_domain(root, "intel-rapl:0:1", "core")
         self.max_gap_s = 0.0
+        #: every value written: domain key → [(instant it stands for, µJ)]
+        self.writes: dict[str, list[tuple[float, int]]] = {key: [] for key in self.dirs}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fake-powercap", daemon=True)
         self._write()
@@ -245,7 +336,10 @@ class LivePowercap:
     def _write(self) -> float:
         now = time.perf_counter()
         for key, d in self.dirs.items():
-            write_counter(d, int(self.profiles[key].energy_j(now) * 1e6))
+            value = int(self.profiles[key].energy_j(now) * 1e6)
+            self.writes[key].append((now, value))  # logged first: any value read is logged
+            write_counter(d, value)
+        write_counter(self.core_dir, int(self.core.energy_j(now) * 1e6))
         return now
 
     def _run(self) -> None:
@@ -254,6 +348,22 @@ class LivePowercap:
             now = self._write()
             self.max_gap_s = max(self.max_gap_s, now - last)
             last = now
+
+    def window_j(self, energy_by_device: dict[str, float], start: float, end: float) -> float:
+        """The exact energy over the written instants a window's per-domain figures stand for.
+
+        Each domain's figure must be the difference of two values this tree wrote (µJ), whose
+        instants lie within :data:`EDGE_S` of the window's edges.
+        """
+        total = 0.0
+        for key, profile in self.profiles.items():
+            delta = round(energy_by_device[key] * 1e6)
+            t_a, t_b = read_pair(self.writes[key], delta, start, end)
+            assert abs(t_a - start) <= EDGE_S and abs(t_b - end) <= EDGE_S, (t_a, t_b, start, end)
+            exact = profile.between(t_a, t_b)
+            assert abs(energy_by_device[key] - exact) <= 2e-6, (key, energy_by_device[key], exact)
+            total += exact
+        return total
 
     def between(self, a: float, b: float) -> float:
         """The tree's exact energy over ``[a, b]``, every domain summed."""

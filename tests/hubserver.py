@@ -115,6 +115,13 @@ class LoopbackHub:
         with self._lock:
             self.requests.clear()
 
+    def reset_faults(self) -> None:
+        """No faults, and no count of drops already done (a test starts from a clean hub)."""
+        with self._lock:
+            self.faults.drop.clear()
+            self.faults.corrupt.clear()
+            self._drops_done.clear()
+
     def _log(self, entry: dict[str, object]) -> None:
         with self._lock:
             self.requests.append(entry)

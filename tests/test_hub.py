@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hubserver import LoopbackHub, Repo
+from hubserver import LFS_SUFFIXES, LoopbackHub, Repo, git_blob_id
 from joulebench import models
 from joulebench.errors import ConfigError, ModelSourceError
 
@@ -87,15 +87,30 @@ def hub(tiny_model: Path, tiny_seed1: Path, shipped_ct: Path) -> Iterator[Hub]:
         yield server
 
 
+def no_stored_token(home: Path) -> dict[str, str]:
+    """Environment under which huggingface_hub finds no token of this machine's user (one left
+    by `huggingface-cli login` would otherwise be sent to the loopback hub)."""
+    return {"HF_HOME": str(home), "HF_TOKEN_PATH": str(home / "token")}
+
+
 @pytest.fixture
 def online(hub: Hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """HF_ENDPOINT at the loopback hub, no token, faults off; returns a fresh cache directory."""
+    """HF_ENDPOINT at the loopback hub, no token (neither HF_TOKEN nor a stored one), faults off
+    and their counts reset; returns a fresh cache directory."""
+    from huggingface_hub import constants
+
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    hub.faults.drop.clear()
-    hub.faults.corrupt.clear()
+    home = tmp_path / "hf-home"
+    for key, value in no_stored_token(home).items():
+        monkeypatch.setenv(key, value)
+    # the client read these at import: point its constants at the empty home too
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    hub.reset_faults()
     hub.clear_log()
     return tmp_path / "cache"
 
@@ -127,8 +142,14 @@ def test_download_checks_and_records_every_files_hash(
         name: hashlib.sha256(data).hexdigest() for name, data in files_of(tiny_model).items()
     }
     assert {name: f["sha256"] for name, f in source["files"].items()} == expected
-    weights = source["files"]["model.safetensors"]
-    assert weights["sha256"] == expected["model.safetensors"]  # the LFS id the hub listed
+    assert source["endpoint"] == hub.url  # where it came from, as the client was told
+    served = hub.repos[REPO_ID].commits[hub.first]
+    for name, data in served.items():  # the id the hub lists, checked: LFS sha256, else git blob
+        if name.endswith(LFS_SUFFIXES):
+            assert "git_blob_id" not in source["files"][name]
+        else:
+            assert source["files"][name]["git_blob_id"] == git_blob_id(data)
+    assert any(not n.endswith(LFS_SUFFIXES) for n in served)  # both kinds were checked
     for name in expected:  # links into the shared cache, in the Hugging Face layout
         assert (out / name).is_symlink()
         assert f"models--joulebench-test--tiny/snapshots/{hub.first}" in str(
@@ -161,7 +182,9 @@ def test_a_dropped_connection_resumes_where_it_broke_off(
     hub.faults.drop["model.safetensors"] = (DROP_AT, 1)
     out = models.prepare(entry(BIG_ID, hub.big), tmp_path / "big", "models[0]", online)
     ranges = [r["range"] for r in hub.requests if r["method"] == "GET" and r["range"]]
-    assert ranges == [f"bytes={10 * 2**20}-"]  # resumed after the first 10 MB chunk
+    (resumed,) = ranges  # one resume, from a point the first connection had reached
+    start = int(str(resumed).removeprefix("bytes=").split("-")[0])
+    assert 0 < start <= DROP_AT, resumed
     assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() == hub.big_sha256
     assert leftovers(tmp_path, online) == []
 
@@ -189,9 +212,16 @@ FAULTS = [
     pytest.param(
         REPO_ID,
         None,
-        {"corrupt": True},
+        {"corrupt": "model.safetensors"},
         "'model.safetensors' of 'joulebench-test/tiny' at",
         id="wrong-hash",
+    ),
+    pytest.param(  # a small file, not in LFS: its git blob id is what the hub lists
+        REPO_ID,
+        None,
+        {"corrupt": "config.json"},
+        "'config.json' of 'joulebench-test/tiny' at",
+        id="wrong-git-blob",
     ),
 ]
 
@@ -213,7 +243,7 @@ def test_each_fault_is_one_line_naming_the_entry_and_leaves_nothing(
     if setup.get("drop"):
         hub.faults.drop["model.safetensors"] = (DROP_AT, None)
     if setup.get("corrupt"):
-        hub.faults.corrupt.add("model.safetensors")
+        hub.faults.corrupt.add(setup["corrupt"])
     spec = {**entry(repo, rev), "name": "llama-pinned"}
     with pytest.raises(ModelSourceError) as err:
         models.prepare(spec, tmp_path / "m", "models[3]", online)
@@ -229,7 +259,8 @@ def test_each_fault_is_one_line_naming_the_entry_and_leaves_nothing(
         assert not list(online.glob("verified/*/*.json"))
         hub.faults.corrupt.clear()
         out = models.prepare(spec, tmp_path / "m", "models[3]", online)
-        assert (out / "model.safetensors").is_file()
+        served = hub.repos[repo].commits[rev][setup["corrupt"]]
+        assert (out / setup["corrupt"]).read_bytes() == served
 
 
 def test_gated_repo_with_the_token_downloads(
@@ -237,6 +268,7 @@ def test_gated_repo_with_the_token_downloads(
 ) -> None:
     monkeypatch.setenv("HF_TOKEN", hub.token)
     out = models.prepare(entry(GATED_ID, hub.first), tmp_path / "g", "models[0]", online)
+    assert hub.transfers()  # there were downloads, each with the token
     assert all(r["authorized"] for r in hub.requests if "/resolve/" in str(r["path"]))
     assert hub.token not in (out / models.SOURCE_FILE).read_text()
 
@@ -305,27 +337,38 @@ def run_study(
     )
 
 
-def network_blocker(tmp_path: Path) -> tuple[tuple[str, ...], dict[str, str]]:
-    """A command prefix and environment under which no process can open a network connection:
-    a fresh network namespace (``unshare -n``: not even loopback is up) where the kernel
-    allows it, else a sitecustomize that makes every Python socket connection fail."""
+def network_blocker(tmp_path: Path) -> tuple[tuple[str, ...], dict[str, str], Path]:
+    """A command prefix and environment under which no process can open a network connection,
+    and the file every Python process appends each network connection attempt to.
+
+    Attempts fail: in a fresh network namespace (``unshare -n``: not even loopback is up) where
+    the kernel allows it, else in a sitecustomize that makes every Python socket connection
+    fail. The sitecustomize logs the attempts in both cases, so a test can tell that none was
+    made (under ``unshare -n`` the hub could not have seen one either way)."""
     import subprocess
 
-    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"]).returncode == 0:
-        return ("unshare", "-n"), {}
+    attempts = tmp_path / "connection-attempts.log"
+    attempts.touch()
     site = tmp_path / "blocknet"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import socket\n"
+        "import os, socket\n"
         "def _blocked(self, *a, **k):\n"
         "    if self.family != socket.AF_UNIX:\n"
+        f"        with open({str(attempts)!r}, 'a') as f:\n"
+        "            f.write(f'{os.getpid()} {a!r}\\n')\n"
         "        raise OSError('network blocked by the test')\n"
         "    return _connect(self, *a, **k)\n"
         "_connect = socket.socket.connect\n"
         "socket.socket.connect = _blocked\n"
         "socket.socket.connect_ex = _blocked\n"
     )
-    return (), {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {"PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    if shutil.which("unshare") and subprocess.run(["unshare", "-n", "true"]).returncode == 0:
+        print("network blocker: unshare -n, attempts logged by a sitecustomize")
+        return ("unshare", "-n"), env, attempts
+    print("network blocker: a sitecustomize that fails and logs every connection")
+    return (), env, attempts
 
 
 @pytest.mark.slow
@@ -346,7 +389,7 @@ def test_a_second_study_reuses_the_cache_offline_and_records_the_hashes(
             {**entry(CT_ID, hub.ct), "name": "shipped", "quantization": "compressed-tensors"},
         ],
     }
-    env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": hub.token}
+    env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": hub.token, **no_stored_token(tmp_path / "hf")}
     first = run_study(tmp_path / "study-a", cfg, env)
     assert first.returncode == 0, first.stderr[-3000:]
     assert hub.transfers(), "the first study downloads"
@@ -373,7 +416,7 @@ def test_a_second_study_reuses_the_cache_offline_and_records_the_hashes(
     assert hub.token not in first.stderr + first.stdout
 
     # study B, elsewhere, same cache, and no process can reach a network (not even loopback)
-    prefix, block_env = network_blocker(tmp_path)
+    prefix, block_env, attempts = network_blocker(tmp_path)
     probe = subprocess.run(
         [
             *prefix,
@@ -386,11 +429,14 @@ def test_a_second_study_reuses_the_cache_offline_and_records_the_hashes(
         check=False,
     )
     assert probe.returncode != 0, "the network blocker does not block"
+    assert hub.url.rsplit(":", 1)[-1] in attempts.read_text()  # and it sees the attempt
+    attempts.write_text("")
     hub.clear_log()
     b = tmp_path / "study-b"
     second = run_study(b, cfg, {**env, **block_env}, prefix)
     assert second.returncode == 0, second.stderr[-3000:]
     assert hub.requests == []  # no second transfer, no listing
+    assert attempts.read_text() == ""  # not even an attempt that the blocker stopped
     for rel in RECORDS:
         assert json.loads((b / rel).read_text())["status"] == "ok"
     assert "nothing to download" in (b / "logs/models/tiny.log").read_text()

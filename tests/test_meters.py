@@ -8,11 +8,12 @@ where a test checks a formula; where real threads run, bounds come from what was
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-from fakehw import FakeNvml
+from fakehw import EDGE_S, FakeNvml
 from joulebench.energy import Measurement, make_meter, meters
 from joulebench.energy import nvml as jnvml
 from joulebench.energy.estimate import CpuEstimateMeter, ProcessTree, ThisProcess
@@ -137,27 +138,36 @@ def test_gpu_without_energy_counter_is_a_clear_error() -> None:
         NvmlMeter(FakeNvml(["GPU-old"], counter=False))
 
 
-def test_auto_meter_without_gpu_is_the_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_meter_without_gpu_is_the_estimate(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(jnvml, "load_pynvml", lambda: None)
-    assert make_meter("auto", "cpu").source == "estimate"
-    assert make_meter("auto", "cuda").source == "estimate"
+    # an empty powercap root: no RAPL whatever this host has under /sys/class/powercap
+    assert make_meter("auto", "cpu", powercap_root=str(tmp_path)).source == "estimate"
+    assert make_meter("auto", "cuda", powercap_root=str(tmp_path)).source == "estimate"
     with pytest.raises(MeterError, match="needs an NVIDIA GPU"):
         make_meter("nvml", "cpu")
 
 
-def test_auto_meter_on_cuda_uses_nvml(monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml) -> None:
+def test_auto_meter_on_cuda_uses_nvml(
+    monkeypatch: pytest.MonkeyPatch, fake_nvml: FakeNvml, tmp_path: Path
+) -> None:
     monkeypatch.setattr(jnvml, "load_pynvml", lambda: fake_nvml)
-    assert make_meter("auto", "cuda").source == "nvml"
-    assert make_meter("auto", "cpu").source == "estimate"
+    assert make_meter("auto", "cuda", powercap_root=str(tmp_path)).source == "nvml"
+    assert make_meter("auto", "cpu", powercap_root=str(tmp_path)).source == "estimate"
 
 
-def test_real_pynvml_without_gpu_means_no_nvml() -> None:
+def test_real_pynvml_without_gpu_means_no_nvml(caplog: pytest.LogCaptureFixture) -> None:
     # On a machine without a driver nvmlInit raises NVMLError_LibraryNotFound: not an error.
     import shutil
 
+    import pynvml  # noqa: F401  (a dependency: missing, it fails here, not in the ImportError branch)
+
     if shutil.which("nvidia-smi"):
         pytest.skip("this machine has an NVIDIA driver")
+    caplog.set_level("DEBUG", logger=jnvml.__name__)
     assert jnvml.load_pynvml() is None
+    assert "NVML unavailable" in caplog.text  # the nvmlInit branch ran, not the ImportError one
 
 
 def test_unknown_meter_name() -> None:
@@ -185,11 +195,17 @@ def test_nvml_trace_agrees_with_the_counter() -> None:
     trace = meter.trace()  # after close: the sampler has stopped, so trace and counts agree
     info = meter.describe()
     assert m.sources == {"cuda:0": "nvml", "cuda:1": "nvml"}
-    expected0 = 250.0 * (step - m.start_s) + 400.0 * (m.end_s - step)
-    assert m.energy_j["cuda:0"] == pytest.approx(expected0, rel=0.01)
+    # the counter's delta is the devices' exact energy between the two reads the window used
+    # (found in the fake's log; whole mJ), 250 W then 400 W from the step on for cuda:0
+    for i in (0, 1):
+        exact = nvml.window_j(i, m.energy_j[f"cuda:{i}"], m.start_s, m.end_s)
+        assert m.energy_j[f"cuda:{i}"] == pytest.approx(exact, abs=0.002)
+    assert nvml.power_log[0][1] == (pytest.approx(step, abs=0.01), 400.0)  # the step, inside
     traced = trace.energy([m.start_s], [m.end_s])
     s = trace.samples
     t0 = s.filter(device="cuda:0")["t_s"].to_numpy()
+    # the sampler kept at least half its rate before its gaps serve as a tolerance
+    assert t0.size >= 0.5 * (t0[-1] - t0[0]) * 100
     gap = t0[t0 > step].min() - t0[t0 <= step].max()  # the samples around the step, as taken
     # conservation: trace integral vs counter delta; the line between the samples around the
     # 150 W step is off by at most 150 W × that gap / 2 (+ 1% for the counter's mJ and edges)
@@ -202,8 +218,9 @@ def test_nvml_trace_agrees_with_the_counter() -> None:
     # one row per device per sample: the ticks, the first sample, the window edges, the last
     per_device = s.filter(device="cuda:0").height
     assert per_device == s.filter(device="cuda:1").height == info["samples"] + 4
+    assert info["samples"] >= 1  # the thread sampled (edges alone would give 4 rows)
     assert info["power_fields"] == {"cuda:0": jnvml.POWER_INSTANT, "cuda:1": jnvml.POWER_INSTANT}
-    assert info["sample_hz"] == 100 and info["sampler_thread_cpu_s"] >= 0
+    assert info["sample_hz"] == 100 and info["sampler_thread_cpu_s"] > 0
     assert nvml.shutdown
 
 
@@ -223,7 +240,10 @@ def test_instant_power_not_supported_mid_run_falls_back_and_says_so() -> None:
     change = info["power_field_changes"][0]
     assert change["from"] == jnvml.POWER_INSTANT and change["to"] == jnvml.POWER_USAGE
     assert "3" in change["error"]  # NVML_ERROR_NOT_SUPPORTED
-    assert m.energy_j["cuda:0"] == pytest.approx(200.0 * m.time_s, rel=0.01)
+    # 200 W throughout: exactly that between the window's two counter reads (whole mJ)
+    exact = nvml.window_j(0, m.energy_j["cuda:0"], m.start_s, m.end_s)
+    assert m.energy_j["cuda:0"] == pytest.approx(exact, abs=0.002)
+    assert exact == pytest.approx(200.0 * m.time_s, abs=200.0 * EDGE_S)  # (not 0, not all time)
 
 
 def test_every_power_reading_failing_leaves_gaps_not_numbers() -> None:
@@ -278,17 +298,19 @@ def test_gpu_without_counter_or_power_is_an_error() -> None:
 
 
 def test_sampler_errors_reach_the_caller() -> None:
-    calls = []
+    import threading
 
     def read(t: float) -> list[dict]:
-        calls.append(t)
-        if len(calls) > 2:
-            raise RuntimeError("sensor unplugged")
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("sensor unplugged")  # the thread's first read fails
         return [{"device": "x", "power_w": 1.0, "interpolation": "instant"}]
 
     sampler = Sampler(read, 200)
     sampler.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while sampler.running:  # the thread ends on its error, however slowly it gets there
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     with pytest.raises(MeterError, match="sensor unplugged"):
         sampler.trace()
     with pytest.raises(MeterError, match="sensor unplugged"):
@@ -296,14 +318,26 @@ def test_sampler_errors_reach_the_caller() -> None:
 
 
 def test_sampler_keeps_its_grid() -> None:
-    sampler = Sampler(lambda t: [{"device": "x", "power_w": 1.0}], 50)
+    reads: list[float] = []
+
+    def read(t: float) -> list[dict]:
+        reads.append(t)
+        return [{"device": "x", "power_w": 1.0}]
+
+    sampler = Sampler(read, 50)
     sampler.start()
     time.sleep(0.5)
+    asked = time.perf_counter()
     sampler.stop()
-    # every grid point from start to stop was either taken or counted late (never caught up);
-    # the thread may not have woken for the last one before stop: the bound is what elapsed
+    stopped = time.perf_counter()
+    # every grid point from start to the moment stop was asked was either taken or counted
+    # late (never caught up), however loaded the machine; none after it was taken
+    assert asked <= sampler.stopped_s <= stopped
     grid = int((sampler.stopped_s - sampler.started_s) * 50)
-    assert grid - 1 <= sampler.ticks + sampler.late_ticks <= grid
+    assert sampler.ticks + sampler.late_ticks == grid
+    assert sampler.ticks >= 1  # it sampled, not only booked ticks as late
+    # one read at start, one per tick, one at stop: the trace holds them all
+    assert len(reads) == len(sampler.trace().samples) == sampler.ticks + 2
     with pytest.raises(MeterError, match=r"\(0, 1000\] Hz"):
         Sampler(lambda t: [], 0)
 
@@ -348,6 +382,7 @@ def test_estimate_trace_models_cpu_load() -> None:
     expected = 10.0 * m.time_s + 20.0 * (m.end_s - max(m.start_s, at))
     assert m.total_j == pytest.approx(expected, rel=0.02)
     traced = trace.energy([m.start_s], [m.end_s])["cpu"][0]
+    assert traced == pytest.approx(expected, rel=0.02)  # the known load, not the window's figure
     assert traced == pytest.approx(m.total_j, rel=1e-3)  # same model, sampled at the edges
 
 

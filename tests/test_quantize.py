@@ -229,6 +229,21 @@ def test_a_cache_entry_another_process_finished_first_is_kept(
     assert {p.name: p.stat().st_ino for p in entry.iterdir()} != first
 
 
+def test_a_cache_entry_without_a_recipe_is_not_taken_for_a_finished_one(
+    quant_model: Path, tmp_path: Path
+) -> None:
+    """A non-empty entry with no recipe (not a checkpoint someone finished): the write fails."""
+    entry = tmp_path / "cache" / "ct-w8a8" / "key"
+    entry.mkdir(parents=True)
+    (entry / "stray.txt").write_text("not a checkpoint")
+    with pytest.raises(OSError):
+        quantize.write_checkpoint(
+            quant_model, precisions.get_precision("ct-w8a8"), DEFAULTS, entry, replace=False
+        )
+    assert [p.name for p in entry.iterdir()] == ["stray.txt"]  # left as it was
+    assert [p.name for p in entry.parent.iterdir()] == ["key"]  # no partial directory left
+
+
 def test_group_size_and_ignore(quant_model: Path, tmp_path: Path) -> None:
     w4 = precisions.get_precision("ct-w4a16")
     with pytest.raises(ConfigError, match=r"quantization\.group_size.*96 does not divide the 128"):

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import psutil
 import pytest
+from conftest import NO_POWERCAP
 from joulebench import config
 from joulebench.serving import run_session, session_specs
 
@@ -23,6 +24,7 @@ def test_real_server_session(tiny_model: Path, tmp_path: Path) -> None:
             "batch_sizes": [1],
             "input_lengths": [8],
             "output_lengths": [4],
+            "measurement": {"powercap_root": NO_POWERCAP},  # auto: the estimate on any host
             "serving": {
                 "servers": [{"name": "tf", "kind": "transformers"}],
                 "requests": 8,
@@ -62,16 +64,18 @@ def test_real_server_session(tiny_model: Path, tmp_path: Path) -> None:
         assert (table["input_tokens"] == 16).all()
         e, w = record["energy"], record["window"]
         a = e["attribution"]
-        # the estimate (idle 10 W, 45 W all cores busy) bounds the window's power
+        # smoke checks: the estimate (idle 10 W, 45 W all cores busy) bounds the window's power
+        # whatever its formula does inside that band (its exact joules: test_estimate_formula)
         assert 10.0 * w["time_s"] <= w["energy_j"] <= 45.0 * w["time_s"] * 1.0001
         # trace and window apply one model to one process tree, and the trace is sampled at the
         # window's edges, so they differ only where a sample's CPU time (10 ms ticks) exceeded
-        # all cores and was capped: well under 2% at the default 50 ms interval
+        # all cores and was capped: well under 2% at the default 50 ms interval. A smoke check:
+        # it cannot catch a metering error (energy truth: tests/test_serving_meters.py)
         assert abs(a["conservation_pct"]) < 2.0 and abs(a["closure_pct"]) < 2.0, a
         # the attribution splits what the trace holds (two computations: they must agree)
         assert a["shares_raw_j"] == pytest.approx(a["trace_j"], rel=1e-6)
+        # bookkeeping: the table's rows are the record's requests
         assert table["energy_attributed_raw_j"].sum() == pytest.approx(a["requests_raw_j"])
-        assert a["requests_scaled_j"] + a["idle_scaled_j"] == pytest.approx(w["energy_j"])
         assert record["latency"]["e2e_s_p50"] > 0
         assert record["server"]["startup_s"] > 0 and record["provenance"]["git"]
     grouped = pl.read_parquet(tmp_path / "grouped_r4.parquet")

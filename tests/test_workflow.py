@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
-from conftest import REPO, TINY_MODEL, snakemake_argv
+from conftest import NO_POWERCAP, REPO, TINY_MODEL, snakemake_argv
 from joulebench.plots import FIGURES
 from test_config import BAD_VALUES, with_change
 
@@ -31,7 +31,13 @@ STUDY: dict[str, Any] = {
     "batch_sizes": [1, 8],
     "input_lengths": [16],
     "output_lengths": [8],
-    "measurement": {"warmup_runs": 1, "repetitions": 2, "min_window_s": 0.2},
+    # auto on the CPU: the estimate on every host (no RAPL under NO_POWERCAP)
+    "measurement": {
+        "warmup_runs": 1,
+        "repetitions": 2,
+        "min_window_s": 0.2,
+        "powercap_root": NO_POWERCAP,
+    },
 }
 
 

@@ -3,7 +3,9 @@
 The sampler knows nothing about hardware: a meter hands it ``read(t)``, which returns one trace
 row per device for time ``t`` (``time.perf_counter`` unless a clock is injected: the clock the
 windows use). It is the only thing in joulebench that samples power. Ticks are kept
-on an absolute schedule (no drift); a tick that comes late is taken once, not caught up. A
+on an absolute schedule (no drift); a tick that comes late is taken once, not caught up. Every
+grid point from start to the moment stop is asked is either sampled (``ticks``) or counted as
+missed (``late_ticks``), whatever the load; none after it is sampled. A
 sensor error ends the thread and is raised, with its cause, to whoever asks for the trace next:
 it is never swallowed.
 """
@@ -75,14 +77,18 @@ class Sampler:
         next_t = self.started_s + period
         try:
             while not self._stop.wait(max(0.0, next_t - self.clock())):
+                if self._stop.is_set() and next_t > self.stopped_s:
+                    break  # woke for a grid point after stop was asked: not part of the run
                 self.sample_now()
                 self.ticks += 1
                 next_t += period
-                now = self.clock()
-                if now > next_t:  # fell behind: skip the missed ticks, keep the grid
+                now = self.stopped_s if self._stop.is_set() else self.clock()
+                if now >= next_t:  # fell behind: skip the missed ticks, keep the grid
                     missed = int((now - next_t) / period) + 1
                     self.late_ticks += missed
                     next_t += missed * period
+            if next_t <= self.stopped_s:  # points before stop the thread never woke for
+                self.late_ticks += int((self.stopped_s - next_t) / period) + 1
         except BaseException as err:  # handed to the main thread, see _check
             self._error = err
         finally:
@@ -95,9 +101,9 @@ class Sampler:
     def stop(self) -> None:
         """Stop the thread (taking one last sample) and raise any error it met."""
         if self._thread is not None:
+            self.stopped_s = self.clock()  # the grid ends when stop is asked, not when joined
             self._stop.set()
             self._thread.join()
-            self.stopped_s = self.clock()
         self._check()
         if self._thread is not None and self._rows:
             self.sample_now()
