@@ -414,7 +414,11 @@ def test_request_energies_read_the_per_request_tables(tmp_path: Path) -> None:
     first = tmp_path / "m" / "bf16" / "tfserve" / "poisson-2.parquet"
     first.parent.mkdir(parents=True)
     pl.DataFrame(
-        {"status": ["ok", "timeout", "ok"], "energy_attributed_j": [9.0, 50.0, 11.0]}
+        {
+            "status": ["ok", "timeout", "ok"],
+            "energy_attributed_raw_j": [8.0, 45.0, 10.0],  # before scaling to the meter
+            "energy_attributed_scaled_j": [9.0, 50.0, 11.0],
+        }
     ).write_parquet(first)
     found = findings.request_energies(serving, tmp_path)
     assert list(found) == ["m/bf16/tfserve/poisson-2"]  # the other table is absent
