@@ -53,6 +53,34 @@ def test_precision_claim_fails_when_it_helps_memory_bound_most() -> None:
     assert findings.precision_finding(summarize(records)[1]).verdict == findings.FAILS
 
 
+@pytest.mark.parametrize(
+    ("cb_saving", "mb_saving", "verdict"),
+    [
+        # saves ≥ 1.10× at both points, but more when memory-bound: the quotient decides
+        (1.5, 2.5, findings.FAILS),
+        # saves ≥ 1.10× at both points and more when compute-bound
+        (3.0, 1.5, findings.PARTLY),
+        # saves at the compute-bound point only: the memory-bound check decides
+        (3.0, 1.0, findings.HOLDS),
+    ],
+)
+def test_precision_claim_weighs_both_points_and_their_quotient(
+    cb_saving: float, mb_saving: float, verdict: str
+) -> None:
+    # compute-bound point: prefill at batch 8; memory-bound point: decode at batch 1
+    records = [
+        rec("fp32", 1, 1.0, 10.0),
+        rec("bf16", 1, 1.0, 10.0 / mb_saving),
+        rec("fp32", 8, 8.0, 20.0),
+        rec("bf16", 8, 8.0 / cb_saving, 20.0),
+    ]
+    f = findings.precision_finding(summarize(records)[1])
+    assert f.verdict == verdict, f.summary
+    assert [d.interval.estimate for d in f.deciding] == pytest.approx(
+        [cb_saving, mb_saving, cb_saving / mb_saving], rel=1e-3
+    )
+
+
 def test_precision_claim_does_not_hold_when_the_reference_wins_everywhere() -> None:
     # bf16 costs more than fp32 at every point: no saving in either direction counts
     records = [
@@ -75,14 +103,15 @@ def test_precision_claim_needs_the_reference() -> None:
 @pytest.mark.parametrize(
     ("prefill_8", "decode_8", "verdict"),
     [
-        (4.0, 2.0, findings.HOLDS),  # decode 5× per token better, prefill 2×
-        (1.0, 40.0, findings.PARTLY),  # both gain, prefill more
-        (8.0, 80.0, findings.FAILS),
-    ],  # no gain per token
+        (4.0, 2.0, findings.HOLDS),  # per token: decode 40× cheaper at batch 8, prefill 2×
+        (1.0, 40.0, findings.PARTLY),  # both gain, prefill more: 8× against decode's 2×
+        (8.0, 80.0, findings.FAILS),  # no gain per token in either phase
+    ],
 )
 def test_batching_claim(prefill_8: float, decode_8: float, verdict: str) -> None:
-    # batch 1: prefill 1 J, decode 10 J; batch 8 has 8× the tokens
-    records = [rec("fp32", 1, 1.0, 10.0), rec("fp32", 8, 8 * prefill_8 / 8, decode_8 * 8 / 8)]
+    # batch 1: prefill 1 J for 16 tokens, decode 10 J for 7; batch 8 has 8× the tokens, so the
+    # per-token gain is 8 / prefill_8 in prefill and 80 / decode_8 in decode
+    records = [rec("fp32", 1, 1.0, 10.0), rec("fp32", 8, prefill_8, decode_8)]
     f = findings.batching_finding(summarize(records)[1])
     assert f.verdict == verdict, f.summary
 
@@ -267,15 +296,40 @@ def test_decide_gives_a_verdict_only_when_the_unknowns_cannot_change_it() -> Non
 
 
 def test_slo_recommendation_picks_least_energy_that_meets_it() -> None:
-    # batch 8 uses less energy per request but takes 0.6 s end to end; batch 1 takes 0.6 s too
+    # J/request (full energy ÷ batch): fp32 bs1 11, bf16 bs1 5.5, fp32 bs8 24 / 8 = 3
     records = [rec("fp32", 1, 1.0, 10.0), rec("bf16", 1, 0.5, 5.0), rec("fp32", 8, 4.0, 20.0)]
     summary, tidy = summarize(records)
     base = {"precision": "fp32", "batch_size": 1}
     best = findings.slo_recommendation(summary, tidy, {}, base).table
-    assert best["setup"][0] == "transformers · fp32 · batch 8"
+    assert best["setup"].to_list() == ["transformers · fp32 · batch 8"]
     assert best["saving_x"][0] == pytest.approx(11.0 / 3.0, rel=1e-3)
     none = findings.slo_recommendation(summary, tidy, {"e2e_p99_s": 0.01}, base)
     assert none.verdict == findings.FAILS
+
+
+def test_slo_recommendation_skips_the_cheapest_when_its_p99_misses() -> None:
+    # batch 8 is the cheapest per request (3 J) but one of its three repetitions took 2 s end
+    # to end: its median (0.6 s) meets a 1 s SLO, its p99 (≈ 1.97 s) does not
+    slow = [
+        {"pe": 4.0, "pt": 0.1, "fe": 24.0, "ft": 0.6},
+        {"pe": 4.0, "pt": 0.1, "fe": 24.0, "ft": 0.6},
+        {"pe": 4.0, "pt": 0.1, "fe": 24.0, "ft": 2.0},
+    ]
+    records = [rec("fp32", 1, 1.0, 10.0), rec("bf16", 1, 0.5, 5.0), make_record("fp32", 8, slow)]
+    summary, tidy = summarize(records)
+    base = {"precision": "fp32", "batch_size": 1}
+    # without an SLO batch 8 wins; with one, the next cheapest that meets it does
+    assert findings.slo_recommendation(summary, tidy, {}, base).table["setup"].to_list() == [
+        "transformers · fp32 · batch 8"
+    ]
+    f = findings.slo_recommendation(summary, tidy, {"e2e_p99_s": 1.0}, base)
+    row = f.table.row(0, named=True)
+    assert f.table.height == 1 and row["setup"] == "transformers · bf16 · batch 1"
+    assert row["saving_x"] == pytest.approx(11.0 / 5.5, rel=1e-3)
+    assert row["e2e_p99_s"] == pytest.approx(0.1 * 1.01 + 0.5, abs=1e-3)
+    # the p50 key reads the median: batch 8 meets a 1 s median
+    median = findings.slo_recommendation(summary, tidy, {"e2e_p50_s": 1.0}, base)
+    assert median.table["setup"].to_list() == ["transformers · fp32 · batch 8"]
 
 
 def test_slo_recommendation_includes_arrival_shaping() -> None:
@@ -319,11 +373,40 @@ def test_report_renders_every_verdict() -> None:
     assert md.splitlines()[2] == "**Provenance audit: 4 records, NOT comparable**"
     assert "- flagged: dirty tree" in md and "<li>dirty tree</li>" in page
     assert "| deciding ratio | estimate_x | ci_low | ci_high |" in md
-    for f in results:
-        assert f.verdict in md and f.title in page
-    assert "missing data" in md  # no serving data: said, not guessed
+    # by hand: bf16 halves prefill at batch 8 only; batching saves ~4× in decode, ~1.4× in
+    # prefill; no serving data; the SLO is a recommendation
+    verdicts = [findings.HOLDS, findings.HOLDS, findings.MISSING, "recommendation"]
+    assert [f.verdict for f in results] == verdicts
+    css = {"holds": "holds", "missing data": "missing", "recommendation": "recommendation"}
+    for i, f in enumerate(results, 1):
+        assert f"## {i}. {f.title} — **{f.verdict}**" in md.splitlines()
+        assert (
+            f"<h2>{i}. {f.title} <span class='verdict {css[f.verdict]}'>{f.verdict}</span></h2>"
+            in page
+        )
     assert "<script" not in page and "<svg><rect/></svg>" in page
-    assert "estimate" in page
+    # an estimate is flagged as one on the page; measured energy is not
+    warn = "<p class='warn'>"
+    assert context["energy source"].startswith("estimate") and warn in page
+    measured = findings.to_html(results, {"study": "t", "energy source": "nvml"}, {}, audit)
+    assert warn not in measured and "<h2>Figures</h2>" in measured
+
+
+def test_page_shows_each_verdict_in_its_colour() -> None:
+    css = {
+        findings.HOLDS: "holds",
+        findings.PARTLY: "partly",
+        findings.FAILS: "fails",
+        findings.MISSING: "missing",
+        findings.INCONCLUSIVE: "inconclusive",
+        "recommendation": "recommendation",
+    }
+    results = [findings.Finding(f"claim {v}", "c", v, "s", "r") for v in css]
+    page = findings.to_html(results, {"study": "t"}, {})
+    md = findings.to_markdown(results, {"study": "t"})
+    for i, (verdict, cls) in enumerate(css.items(), 1):
+        assert f"<span class='verdict {cls}'>{verdict}</span>" in page
+        assert f"## {i}. claim {verdict} — **{verdict}**" in md.splitlines()
 
 
 def test_request_energies_read_the_per_request_tables(tmp_path: Path) -> None:
@@ -331,7 +414,11 @@ def test_request_energies_read_the_per_request_tables(tmp_path: Path) -> None:
     first = tmp_path / "m" / "bf16" / "tfserve" / "poisson-2.parquet"
     first.parent.mkdir(parents=True)
     pl.DataFrame(
-        {"status": ["ok", "timeout", "ok"], "energy_attributed_j": [9.0, 50.0, 11.0]}
+        {
+            "status": ["ok", "timeout", "ok"],
+            "energy_attributed_raw_j": [8.0, 45.0, 10.0],  # before scaling to the meter
+            "energy_attributed_scaled_j": [9.0, 50.0, 11.0],
+        }
     ).write_parquet(first)
     found = findings.request_energies(serving, tmp_path)
     assert list(found) == ["m/bf16/tfserve/poisson-2"]  # the other table is absent

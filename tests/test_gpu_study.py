@@ -17,6 +17,7 @@ import tarfile
 from importlib import metadata
 from pathlib import Path
 
+import polars as pl
 import pytest
 from conftest import REPO
 from fakehw import SquareWave, fake_nvml_env
@@ -160,7 +161,27 @@ def test_dry_run_of_the_gpu_check(tmp_path: Path) -> None:
     with (out / "anchor.csv").open() as f:
         (anchor,) = list(csv.DictReader(f))
     assert anchor["batch_size"] == "8" and anchor["mlenergy_vllm_h100_j_per_token"] == "0.455"
-    assert float(anchor["joulebench_decode_j_per_token"]) > 0
+    decode_j = float(anchor["joulebench_decode_j_per_token"])
+    # the anchor is the mean decode J/token of the 8B stand-in's repetitions, and each
+    # repetition's decode energy (full window − prefill window, per call) lies where the fake
+    # GPU puts it: between base_w·t_full − high_w·t_prefill and high_w·t_full − base_w·t_prefill
+    tidy = pl.read_parquet(tmp_path / "work" / "results" / "tables" / "measurements.parquet")
+    reps = tidy.filter(model="tiny-b", precision="bf16", batch_size=8).pivot(
+        on="phase", index="rep", values=["time_s", "tokens", "j_per_token"]
+    )
+    assert reps.height == 2  # gpu_study_dry.yaml: 2 repetitions
+    assert decode_j == pytest.approx(reps["j_per_token_decode"].mean(), rel=1e-6)
+    full_j = float(anchor["joulebench_full_j_per_token"])
+    assert full_j == pytest.approx(reps["j_per_token_full"].mean(), rel=1e-6)
+    assert float(anchor["ratio_decode"]) == pytest.approx(decode_j / 0.455, rel=1e-6)
+    slack_j = (wave.high_w - wave.base_w) * 0.002  # the counter read within 2 ms of the clock
+    for r in reps.iter_rows(named=True):
+        t_full, t_prefill, tokens = r["time_s_full"], r["time_s_prefill"], r["tokens_decode"]
+        assert tokens == 8 * (8 - 1)  # batch 8, 8 output tokens, the first made by prefill
+        low = wave.base_w * t_full - wave.high_w * t_prefill - slack_j
+        high = wave.high_w * t_full - wave.base_w * t_prefill + slack_j
+        assert low / tokens <= r["j_per_token_decode"] <= high / tokens, r
+    assert decode_j > 0
     report = (out / "findings.md").read_text()
     assert report.count("\n## ") >= 3
     with tarfile.open(out / "gpu_study.tar.gz") as tar:

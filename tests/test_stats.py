@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 from joulebench.stats import (
     MAX_REPS,
@@ -56,3 +57,17 @@ def test_bootstrap_means_are_seeded_by_key() -> None:
     a, b = bootstrap_means(values, "x"), bootstrap_means(values, "x")
     assert (a == b).all() and not (a == bootstrap_means(values, "y")).all()
     assert a.min() >= 1.0 and a.max() <= 4.0 and abs(a.mean() - 2.5) < 0.05
+
+
+def test_from_draws_takes_the_expanded_percentiles_in_order() -> None:
+    # draws 0, 1, …, 1000: the q-th percentile is 10·q exactly. With 5 repetitions each tail
+    # holds Φ(−3.1041) = 0.000954 (see above), so the interval runs from 0.954 to 999.046,
+    # far wider than the plain 95% percentile interval [25, 975].
+    draws = np.arange(1001, dtype=float)[::-1]  # order of the draws does not matter
+    iv = Interval.from_draws(500.0, draws, reps=5)
+    assert iv.low == pytest.approx(0.954, abs=0.02)
+    assert iv.high == pytest.approx(999.046, abs=0.02)
+    assert (iv.estimate, iv.reps, iv.confidence) == (500.0, 5, 0.95)
+    # one repetition: nothing to expand, the plain percentile interval
+    plain = Interval.from_draws(500.0, draws, reps=1, confidence=0.9)
+    assert (plain.low, plain.high) == pytest.approx((50.0, 950.0))

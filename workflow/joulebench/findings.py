@@ -385,14 +385,16 @@ UNSHAPED = "pass"
 
 
 def request_energies(serving: pl.DataFrame, directory: Path) -> dict[str, np.ndarray]:
-    """Per serving experiment: each completed request's attributed energy (J), read from the
-    per-request table beside its record (``directory``/config_id.parquet); absent ones skipped."""
+    """Per serving experiment: each completed request's attributed energy (J, the shares scaled
+    to the meter's window, ``energy_attributed_scaled_j``), read from the per-request table
+    beside its record (``directory``/config_id.parquet); absent ones skipped."""
     out: dict[str, np.ndarray] = {}
+    column = "energy_attributed_scaled_j"
     for config_id in serving["config_id"].unique().to_list():
         path = directory / f"{config_id}.parquet"
         if path.is_file():
-            table = pl.read_parquet(path, columns=["status", "energy_attributed_j"])
-            values = table.filter(status="ok")["energy_attributed_j"].drop_nulls().to_numpy()
+            table = pl.read_parquet(path, columns=["status", column])
+            values = table.filter(status="ok")[column].drop_nulls().to_numpy()
             if values.size:
                 out[config_id] = values
     return out
