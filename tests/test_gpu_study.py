@@ -20,7 +20,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from conftest import REPO
-from fakehw import SquareWave, fake_nvml_env
+from fakehw import SquareWave, counter_reads, fake_nvml_env, read_pair
 from joulebench import config
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -129,7 +129,9 @@ def test_out_of_process_counter_and_power_over_a_window() -> None:
 @pytest.mark.slow
 def test_dry_run_of_the_gpu_check(tmp_path: Path) -> None:
     wave = SquareWave(150.0, 410.0, 0.3)
-    env = {**os.environ, **fake_nvml_env([wave]), "GPU_STUDY_WORKDIR": str(tmp_path / "work")}
+    reads = tmp_path / "reads.log"  # every counter read of every process, with its instant
+    env = {**os.environ, **fake_nvml_env([wave], log=reads)}
+    env["GPU_STUDY_WORKDIR"] = str(tmp_path / "work")
     env["PYTHON"] = sys.executable
     out = tmp_path / "out"
     run = subprocess.run(
@@ -153,9 +155,15 @@ def test_dry_run_of_the_gpu_check(tmp_path: Path) -> None:
         windows = list(csv.DictReader(f))
     assert windows
     step_j = (wave.high_w - wave.base_w) / 100.0  # the reader's 100 Hz: one sample per edge
+    log = counter_reads(reads, 0)
     for w in windows:
-        exact = wave.between(float(w["start_s"]), float(w["end_s"]))
-        assert float(w["joulebench_j"]) == pytest.approx(exact, abs=0.01)
+        start, end, got = float(w["start_s"]), float(w["end_s"]), float(w["joulebench_j"])
+        # joulebench's figure is the difference of two counter reads the fake GPU logged, and
+        # the wave's exact energy between those reads, to the counter's 1 mJ
+        t_a, t_b = read_pair(log, round(got * 1000), start, end)
+        assert got == pytest.approx(wave.between(t_a, t_b), abs=2e-3)
+        assert abs(t_a - start) < 0.25 and abs(t_b - end) < 0.25  # the reads at its edges
+        exact = wave.between(start, end)
         assert abs(float(w["oop_j"]) - exact) <= 2 * step_j
     # the anchor row of the 8B stand-in, beside ML.ENERGY's figure at batch 8
     with (out / "anchor.csv").open() as f:

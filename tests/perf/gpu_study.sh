@@ -43,11 +43,14 @@ if [[ $DRY -eq 1 ]]; then
     # (a caller may describe its own in JOULEBENCH_FAKE_NVML, as tests/test_gpu_study.py does)
     eval "$("$PY" - "$REPO/tests" <<'EOF'
 import json, os, shlex, sys
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from fakehw import FAKE_NVML_ENV, SquareWave, fake_nvml_env
-spec = os.environ.get(FAKE_NVML_ENV)
-waves = [SquareWave(*p) for p in json.loads(spec)["profiles"]] if spec else []
-for key, value in fake_nvml_env(waves or [SquareWave(120.0, 380.0, 0.4)]).items():
+spec = json.loads(os.environ.get(FAKE_NVML_ENV) or "{}")
+waves = [SquareWave(*p) for p in spec.get("profiles", [])]
+log = spec.get("log")  # the caller's log of every counter read, kept
+env = fake_nvml_env(waves or [SquareWave(120.0, 380.0, 0.4)], log=Path(log) if log else None)
+for key, value in env.items():
     print(f"export {key}={shlex.quote(value)}")
 EOF
 )"
