@@ -16,7 +16,7 @@ import pytest
 from fakehw import EDGE_S, FakeNvml
 from joulebench.energy import Measurement, make_meter, meters
 from joulebench.energy import nvml as jnvml
-from joulebench.energy.estimate import CpuEstimateMeter, ProcessTree, ThisProcess
+from joulebench.energy.estimate import CpuEstimateMeter, ProcessTree, ThisProcess, interval_cpu
 from joulebench.energy.nvml import NvmlMeter
 from joulebench.energy.sampler import Sampler
 from joulebench.errors import MeterError
@@ -50,6 +50,16 @@ def test_estimate_formula() -> None:
     assert m.source == "estimate"
     assert m.time_s == 2.0
     assert m.energy_j == {"cpu": pytest.approx(10.0 * 2 + 40.0 * 3 / 4)}
+
+
+def test_a_trace_interval_credited_beyond_its_cores_passes_the_rest_on() -> None:
+    """CPU time comes in 10 ms ticks: 80 ms read over a 50 ms interval of one core is 50 ms
+    there and 30 ms owed to the next; over both, the 100 ms really used (not 50 + 20)."""
+    used, carry = interval_cpu(0.08, 0.05, 1, 0.0)
+    assert (used, carry) == (pytest.approx(0.05), pytest.approx(0.03))
+    used, carry = interval_cpu(0.02, 0.05, 1, carry)
+    assert (used, carry) == (pytest.approx(0.05), pytest.approx(0.0))
+    assert interval_cpu(-0.01, 0.05, 2, 0.0) == (0.0, 0.0)  # a tree that lost a process
 
 
 def test_estimate_counts_real_cpu_work() -> None:

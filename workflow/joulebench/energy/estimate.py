@@ -87,6 +87,19 @@ class ProcessTree:
         return f"process tree of pid {self.pid}"
 
 
+def interval_cpu(
+    delta_s: float, elapsed_s: float, cores: int, carry_s: float
+) -> tuple[float, float]:
+    """(CPU seconds an interval used, CPU seconds carried to the next) for a trace interval.
+
+    ``delta_s`` is the CPU time read over the interval, ``carry_s`` what earlier intervals
+    were credited beyond their cores; the interval uses at most ``elapsed_s × cores``.
+    """
+    busy = max(delta_s, 0.0) + carry_s
+    used = min(busy, elapsed_s * cores) if elapsed_s > 0 else 0.0
+    return used, busy - used
+
+
 class CpuEstimateMeter:
     """Estimated CPU energy where no counter exists (labelled ``estimate`` everywhere).
 
@@ -117,6 +130,7 @@ class CpuEstimateMeter:
         self.cpu: CpuTime = cpu or (ProcessTree(pid) if pid is not None else ThisProcess())
         self._windows = Windows(clock)
         self._last: tuple[float, float] | None = None
+        self._carry_s = 0.0  # CPU seconds beyond an interval's cores, owed to the next one
         self._sampler = (
             Sampler(self._sample, sample_hz, "estimate-sampler", clock) if sample_hz else None
         )
@@ -129,10 +143,21 @@ class CpuEstimateMeter:
         return util, self.idle_w + (self.tdp_w - self.idle_w) * util
 
     def _sample(self, t: float) -> list[dict[str, Any]]:
+        """One trace point: the modelled power over the interval since the last sample.
+
+        CPU time arrives in clock ticks (10 ms per process), so an interval of a few ticks can
+        be credited more CPU time than its cores could give. That excess is carried into the
+        next interval instead of being capped away, so the trace holds the same CPU time as a
+        window over the same span (up to one interval's cap at its end).
+        """
         cpu = self.cpu.cpu_seconds()
         util = power = None
         if self._last is not None:
-            util, power = self.power_w(cpu - self._last[1], t - self._last[0])
+            elapsed = t - self._last[0]
+            used, self._carry_s = interval_cpu(
+                cpu - self._last[1], elapsed, self.cores, self._carry_s
+            )
+            util, power = self.power_w(used, elapsed)
         self._last = (t, cpu)
         return [
             {
