@@ -149,11 +149,15 @@ class FakeNvml:
         if not self.live:
             return time.perf_counter()
         with self._lock:
-            now = time.perf_counter()
-            for i, p in enumerate(self.power_w):
-                self._acc[i] += p * (now - self._t) * 1000.0
-                self.energy_mj[i] = int(self._acc[i])
-            self._t = now
+            return self._accumulate()
+
+    def _accumulate(self) -> float:
+        """Add each device's power since the last step to its counter (under the lock)."""
+        now = time.perf_counter()
+        for i, p in enumerate(self.power_w):
+            self._acc[i] += p * (now - self._t) * 1000.0
+            self.energy_mj[i] = int(self._acc[i])
+        self._t = now
         return now
 
     def _power(self, index: int) -> float:
@@ -163,11 +167,7 @@ class FakeNvml:
 
     def set_power(self, device: int, watts: float) -> None:
         with self._lock:
-            now = time.perf_counter()
-            for i, p in enumerate(self.power_w):
-                self._acc[i] += p * (now - self._t) * 1000.0
-                self.energy_mj[i] = int(self._acc[i])
-            self._t = now
+            now = self._accumulate()
             self.power_w[device] = watts
             self.power_log[device].append((now, watts))
 
