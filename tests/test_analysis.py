@@ -7,7 +7,7 @@ import math
 import polars as pl
 import pytest
 from conftest import make_record
-from joulebench import analysis
+from joulebench.results import analysis
 
 REPS = [
     {"pe": 1.0, "pt": 0.1, "fe": 11.0, "ft": 1.1},

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from joulebench.arrivals import ArrivalSpec, check, read_trace, schedule
-from joulebench.errors import ConfigError
-from joulebench.shaping import ShapingSpec, release_times
+from joulebench.core.errors import ConfigError
+from joulebench.workload.arrivals import ArrivalSpec, check, read_trace, schedule
+from joulebench.workload.shaping import ShapingSpec, release_times
 
 
 def _cv(x: np.ndarray) -> float:

@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
-from joulebench.atomic import atomic_path, write_json
+from joulebench.core.atomic import atomic_path, write_json
 
 
 def test_write_json_replaces_atomically(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ import math
 from typing import Any
 
 import pytest
-from joulebench import bench
-from joulebench.config import BenchSpec
 from joulebench.energy import Measurement
 from joulebench.energy.trace import PowerTrace, frame
+from joulebench.harness import bench
+from joulebench.study.config import BenchSpec
 
 
 class ClockMeter:

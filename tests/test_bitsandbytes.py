@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from joulebench import precisions
-from joulebench.config import validate
-from joulebench.engines import make_engine
+from joulebench.harness.engines import make_engine
+from joulebench.models import precisions
+from joulebench.study.config import validate
 
 #: A quantization: section that differs from every default.
 SETTINGS = {"bnb_compute_dtype": "bfloat16", "bnb_double_quant": True, "bnb_int8_threshold": 4.5}
@@ -111,7 +111,7 @@ def test_repeated_int8_cast_warning_is_logged_once(
     """bitsandbytes logs the fp32→fp16 cast on every int8 matmul; a run keeps the first line."""
     import logging
 
-    from joulebench.engines.hf_transformers import BNB_CHATTY_LOGGER
+    from joulebench.harness.engines.hf_transformers import BNB_CHATTY_LOGGER
 
     load_bnb(tiny_model, "bnb-int8", {})
     load_bnb(tiny_model, "bnb-int8", {})  # a second load adds no second filter

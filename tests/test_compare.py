@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 import torch
 from conftest import bench_fp32_cpu
-from joulebench import compare, plots
 from joulebench.cli import main
+from joulebench.results import compare, plots
 from test_report_render import CHROMIUM, NO_CHROMIUM, chromium, console_messages
 
 pytestmark = pytest.mark.slow

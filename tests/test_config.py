@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from joulebench import config
-from joulebench.errors import ConfigError
+from joulebench.core.errors import ConfigError
+from joulebench.study import config
 
 BASE: dict[str, Any] = {
     "models": [{"name": "tiny", "source": "synthetic", "architecture": "tiny-llama"}],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 from conftest import make_record
-from joulebench import analysis, derived
+from joulebench.results import analysis, derived
 
 REPS = [
     {"pe": 1.0, "pt": 0.1, "fe": 11.0, "ft": 1.1},

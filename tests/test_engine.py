@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_exact_new_tokens, capture_generate
-from joulebench.engines import GenerationError, make_engine
-from joulebench.errors import ConfigError
+from joulebench.core.errors import ConfigError
+from joulebench.harness.engines import GenerationError, make_engine
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_a_generation_error_reaches_the_user_as_one_line(
 ) -> None:
     from conftest import bench_fp32_cpu
     from joulebench.cli import main
-    from joulebench.engines.hf_transformers import TransformersEngine
+    from joulebench.harness.engines.hf_transformers import TransformersEngine
 
     def short(self, inputs, new_tokens, on_first_token=None):
         raise GenerationError(f"asked for {new_tokens} new tokens per prompt, got [1]")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import bench_fp32_cpu
-from joulebench import provenance
+from joulebench.provenance import record as provenance
 
 
 def _wait_for(predicate, timeout: float = 60.0) -> None:
@@ -28,7 +28,7 @@ def test_sigterm_in_the_middle_of_writing_leaves_nothing(tmp_path: Path) -> None
     target = tmp_path / "summary.parquet"
     script = textwrap.dedent(f"""
         import time
-        from joulebench.atomic import atomic_path
+        from joulebench.core.atomic import atomic_path
         from joulebench.cli import exit_on_signals
         exit_on_signals()
         with atomic_path({str(target)!r}) as tmp:

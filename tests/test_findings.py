@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 from conftest import make_record
-from joulebench import analysis, findings
+from joulebench.results import analysis, findings
 
 
 def rec(precision: str, batch: int, prefill_j: float, decode_j: float) -> dict[str, Any]:

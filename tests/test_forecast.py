@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from joulebench import forecast as fc
-from joulebench.forecast import ForecastError, PlannedJob
+from joulebench.results import forecast as fc
+from joulebench.results.forecast import ForecastError, PlannedJob
 
 DRY_RUN = """\
 Building DAG of jobs...

@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 from conftest import REPO
 from fakehw import SquareWave, counter_reads, fake_nvml_env, read_pair
-from joulebench import config
+from joulebench.study import config
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 

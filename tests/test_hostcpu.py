@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 from conftest import TINY_MODEL
-from joulebench import bench, config, hostcpu
 from joulebench.cli import main
-from joulebench.errors import ConfigError, UnsupportedError
-from joulebench.precisions import PRECISIONS, check_support, get_precision
+from joulebench.core import hostcpu
+from joulebench.core.errors import ConfigError, UnsupportedError
+from joulebench.harness import bench
+from joulebench.models.precisions import PRECISIONS, check_support, get_precision
+from joulebench.study import config
 
 #: Trimmed /proc/cpuinfo of the three kinds of x86 host, and an Arm one.
 AMD_AVX2 = """processor\t: 0
@@ -67,7 +69,7 @@ def test_a_missing_cpuinfo_is_an_unknown_cpu_and_a_real_one_is_read(tmp_path: Pa
 
 
 def test_records_name_the_cpu_its_level_and_flags(monkeypatch) -> None:
-    from joulebench import provenance
+    from joulebench.provenance import record as provenance
 
     avx2 = hostcpu.parse_cpuinfo(AMD_AVX2, "x86_64")
     monkeypatch.setattr(provenance, "host_cpu", lambda: avx2)

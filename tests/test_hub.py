@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from hubserver import LFS_SUFFIXES, LoopbackHub, Repo, git_blob_id
-from joulebench import models
-from joulebench.errors import ConfigError, ModelSourceError
+from joulebench.core.errors import ConfigError, ModelSourceError
+from joulebench.models import sources as models
 
 REPO_ID = "joulebench-test/tiny"
 GATED_ID = "joulebench-test/tiny-gated"
@@ -56,8 +56,8 @@ def files_of(model_dir: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def shipped_ct(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model as shipped quantized: a compressed-tensors W8A8 checkpoint."""
-    from joulebench.precisions import get_precision
-    from joulebench.quantize import write_checkpoint
+    from joulebench.models.precisions import get_precision
+    from joulebench.models.quantize import write_checkpoint
 
     out = tmp_path_factory.mktemp("models") / "tiny-ct"
     return write_checkpoint(tiny_model, get_precision("ct-w8a8"), {}, out).path

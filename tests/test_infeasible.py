@@ -9,19 +9,20 @@ from typing import Any
 import polars as pl
 import pytest
 from conftest import bench_fp32_cpu, make_record
-from joulebench import analysis, bench, plots
 from joulebench.cli import main
-from joulebench.config import BenchSpec
 from joulebench.energy.estimate import CpuEstimateMeter
-from joulebench.memory import (
+from joulebench.harness import bench
+from joulebench.harness.memory import (
     InfeasibleError,
     MemoryNeed,
     check_fits,
     estimate_need,
     is_out_of_memory,
 )
-from joulebench.models import architecture
-from joulebench.precisions import get_precision
+from joulebench.models.precisions import get_precision
+from joulebench.models.sources import architecture
+from joulebench.results import analysis, plots
+from joulebench.study.config import BenchSpec
 
 MEASURE = {
     "meter": "estimate",

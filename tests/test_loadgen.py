@@ -12,10 +12,10 @@ import urllib.request
 import numpy as np
 import pytest
 from fakeserver import FakeServerProcess as FakeServer
-from joulebench import loadgen
-from joulebench.arrivals import ArrivalSpec, schedule
-from joulebench.loadgen import Request, Target
-from joulebench.shaping import ShapingSpec, release_times
+from joulebench.serving import loadgen
+from joulebench.serving.loadgen import Request, Target
+from joulebench.workload.arrivals import ArrivalSpec, schedule
+from joulebench.workload.shaping import ShapingSpec, release_times
 
 
 def requests_for(offsets: np.ndarray, release: np.ndarray | None = None, out: int = 4) -> list:

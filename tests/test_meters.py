@@ -14,12 +14,12 @@ import numpy as np
 import polars as pl
 import pytest
 from fakehw import EDGE_S, FakeNvml
+from joulebench.core.errors import MeterError
 from joulebench.energy import Measurement, make_meter, meters
 from joulebench.energy import nvml as jnvml
 from joulebench.energy.estimate import CpuEstimateMeter, ProcessTree, ThisProcess, interval_cpu
 from joulebench.energy.nvml import NvmlMeter
 from joulebench.energy.sampler import Sampler
-from joulebench.errors import MeterError
 
 
 def test_measurement_totals() -> None:

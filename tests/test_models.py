@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_OVERRIDES
-from joulebench import models, precisions
-from joulebench.errors import ConfigError, ModelSourceError
+from joulebench.core.errors import ConfigError, ModelSourceError
+from joulebench.models import precisions
+from joulebench.models import sources as models
 
 
 def test_synthetic_model_is_a_normal_hf_directory(tiny_model: Path) -> None:
@@ -92,8 +93,8 @@ def test_local_source_links_the_directory(tiny_model: Path, tmp_path: Path) -> N
 
 
 def test_parameter_count_matches_the_built_model(tiny_model: Path) -> None:
-    from joulebench.models import PRESETS, architecture, parameter_count
-    from joulebench.precisions import get_precision, weight_bytes
+    from joulebench.models.precisions import get_precision, weight_bytes
+    from joulebench.models.sources import PRESETS, architecture, parameter_count
 
     built = weight_bytes(tiny_model, get_precision("fp32"))["parameters"]
     assert parameter_count(architecture("tiny-llama", TINY_OVERRIDES)) == built

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_record
-from joulebench import analysis, plots
+from joulebench.results import analysis, plots
 
 REPS = [
     {"pe": 1.0, "pt": 0.1, "fe": 11.0, "ft": 1.1},
@@ -87,7 +87,7 @@ def test_power_chart_of_an_infeasible_run_says_why(tmp_path: Path) -> None:
 
 def test_html_only_without_the_renderer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without vl-convert a figure is HTML alone, which loads Vega from its CDN when opened."""
-    from joulebench import config
+    from joulebench.study import config
 
     records = [make_record(p, b, REPS) for p in ("fp32", "bf16") for b in (1, 4)]
     summary = analysis.summarize(analysis.measurements(records))

@@ -6,9 +6,9 @@ import copy
 from typing import Any
 
 import pytest
-from joulebench import config
-from joulebench.errors import ConfigError
-from joulebench.precisions import PRECISIONS, check_support, get_precision, load_settings
+from joulebench.core.errors import ConfigError
+from joulebench.models.precisions import PRECISIONS, check_support, get_precision, load_settings
+from joulebench.study import config
 
 BASE: dict[str, Any] = {
     "study": "t",
@@ -71,7 +71,7 @@ def test_the_job_checks_its_own_gpus_compute_capability(
 ) -> None:
     """With no gpu: section in the config, the engine checks the GPU the job landed on."""
     import torch
-    from joulebench.engines.base import plan_load
+    from joulebench.harness.engines.base import plan_load
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)

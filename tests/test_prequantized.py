@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 from conftest import assert_exact_new_tokens, capture_generate
-from joulebench import config, models, precisions
-from joulebench.errors import ConfigError
+from joulebench.core.errors import ConfigError
+from joulebench.models import precisions
+from joulebench.models import sources as models
+from joulebench.study import config
 
 #: What a GPTQ checkpoint's config.json says (as written by gptqmodel / AutoGPTQ).
 GPTQ = {
@@ -114,8 +116,8 @@ def test_transformers_runs_a_prequantized_compressed_tensors_checkpoint(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A compressed-tensors checkpoint from elsewhere (here: one joulebench wrote) as shipped."""
-    from joulebench.engines import make_engine
-    from joulebench.quantize import write_checkpoint
+    from joulebench.harness.engines import make_engine
+    from joulebench.models.quantize import write_checkpoint
 
     shipped = write_checkpoint(
         tiny_model, precisions.get_precision("ct-w8a8"), {"ignore": ["lm_head"]}, tmp_path / "m"

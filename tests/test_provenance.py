@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from conftest import REPO, make_record
 from fakehw import FakeNvml
-from joulebench import audit, provenance
+from joulebench.provenance import record as provenance
+from joulebench.results import audit
 
 
 @pytest.fixture
@@ -28,14 +29,14 @@ def package(tmp_path: Path) -> Path:
 
 def test_source_hash_follows_only_the_steps_own_sources(package: Path) -> None:
     before = {s: provenance.source_hash(s, package) for s in provenance.CODE_DEPENDENCIES}
-    engine = package / "engines" / "hf_transformers.py"
+    engine = package / "harness" / "engines" / "hf_transformers.py"
     engine.write_text(engine.read_text() + "\n# a change in the engine\n")
     after = {s: provenance.source_hash(s, package) for s in provenance.CODE_DEPENDENCIES}
     assert after["bench"] != before["bench"]
     assert {s: after[s] for s in after if s != "bench"} == {
         s: before[s] for s in before if s != "bench"
     }
-    (package / "plots.py").write_text("# changed\n")
+    (package / "results" / "plots.py").write_text("# changed\n")
     assert provenance.source_hash("bench", package) == after["bench"]
     assert provenance.source_hash("plot", package) != after["plot"]
 
@@ -43,8 +44,8 @@ def test_source_hash_follows_only_the_steps_own_sources(package: Path) -> None:
 def test_source_hash_errors_name_the_step(package: Path) -> None:
     with pytest.raises(KeyError, match="no code dependencies for step 'nope'; allowed: "):
         provenance.source_hash("nope", package)
-    (package / "memory.py").unlink()
-    with pytest.raises(FileNotFoundError, match=r"'memory\.py' of step 'bench'"):
+    (package / "harness" / "memory.py").unlink()
+    with pytest.raises(FileNotFoundError, match=r"'harness/memory\.py' of step 'bench'"):
         provenance.source_hash("bench", package)
 
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 from conftest import TINY_OVERRIDES, assert_exact_new_tokens, capture_generate
-from joulebench import precisions, quantize
 from joulebench.cli import main
-from joulebench.engines import make_engine
-from joulebench.errors import ConfigError
+from joulebench.core.errors import ConfigError
+from joulebench.harness.engines import make_engine
+from joulebench.models import precisions, quantize
 
 CT_VARIANTS = ("ct-w4a16", "ct-w8a16", "ct-w8a8", "ct-fp8")
 
@@ -53,7 +53,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def quant_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from joulebench.models import synthesize
+    from joulebench.models.sources import synthesize
 
     out = tmp_path_factory.mktemp("models") / "tiny-q"
     return synthesize(out, "tiny-llama", QUANT_OVERRIDES, seed=0, tokenizer_vocab_size=512)

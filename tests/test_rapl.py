@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakehw import LivePowercap, SquareWave
+from joulebench.core.errors import MeterError
 from joulebench.energy import make_meter, rapl
 from joulebench.energy.rapl import RaplMeter
-from joulebench.errors import MeterError
 
 MAX_UJ = 262_143_328_850
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 from conftest import make_record
-from joulebench import analysis, derived, plots
 from joulebench.cli import main
+from joulebench.results import analysis, derived, plots
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.slow

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from joulebench.errors import ConfigError
-from joulebench.servers import Server, ServerError, ServerSpec, build_command, check, free_port
+from joulebench.core.errors import ConfigError
+from joulebench.serving.servers import (
+    Server,
+    ServerError,
+    ServerSpec,
+    build_command,
+    check,
+    free_port,
+)
 
 #: A stand-in server: starts a child, then serves /health on the port it is given.
 TOY = textwrap.dedent(

@@ -6,9 +6,9 @@ import copy
 from typing import Any
 
 import pytest
-from joulebench import config
-from joulebench.errors import ConfigError
-from joulebench.serving import session_specs
+from joulebench.core.errors import ConfigError
+from joulebench.serving.session import session_specs
+from joulebench.study import config
 
 BASE: dict[str, Any] = {
     "models": [{"name": "m", "source": "synthetic", "architecture": "tiny-llama"}],

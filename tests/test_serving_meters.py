@@ -33,7 +33,7 @@ import pytest
 import yaml
 from conftest import REPO, TINY_MODEL
 from fakehw import EDGE_S, LivePowercap, SquareWave, counter_reads, fake_nvml_env, read_pair
-from joulebench.serving import session_specs
+from joulebench.serving.session import session_specs
 from test_serving_session import STANDIN, study
 from test_workflow import snakemake, write_config
 
@@ -258,8 +258,8 @@ def test_default_study_serves_with_rapl_where_it_is_readable(tmp_path: Path) -> 
     The session's meter is built by the serving stage's own code from the spec Snakemake
     passes, and measures the live tree's energy (the slow test below runs the stage itself).
     """
-    from joulebench import config as jb_config
-    from joulebench.serving import session_meter
+    from joulebench.serving.session import session_meter
+    from joulebench.study import config as jb_config
 
     root = tmp_path / "powercap"
     with LivePowercap(root, PACKAGE, DRAM) as tree:
@@ -281,7 +281,7 @@ def test_default_study_serves_with_rapl_where_it_is_readable(tmp_path: Path) -> 
 def test_make_study_serving_stage_measures_rapl(tmp_path: Path) -> None:
     """The default study's serving stage (real `transformers serve`) through Snakemake, on RAPL."""
     root = tmp_path / "powercap"
-    from joulebench import config as jb_config
+    from joulebench.study import config as jb_config
 
     write_config(tmp_path, default_study_with(root))
     interval = jb_config.validate(default_study_with(root))["serving"]["trace_interval_s"]

@@ -9,8 +9,8 @@ import polars as pl
 import psutil
 import pytest
 from conftest import NO_POWERCAP
-from joulebench import config
-from joulebench.serving import run_session, session_specs
+from joulebench.serving.session import run_session, session_specs
+from joulebench.study import config
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 from conftest import NO_POWERCAP, REPO
-from joulebench import analysis, config, plots
-from joulebench.errors import ConfigError
-from joulebench.serving import build_requests, run_session, session_specs
+from joulebench.core.errors import ConfigError
+from joulebench.results import analysis, plots
+from joulebench.serving.session import build_requests, run_session, session_specs
+from joulebench.study import config
 
 #: The stand-in server, started and stopped by the session (OpenAI protocol, 20 ms per token).
 STANDIN = {
@@ -183,7 +184,7 @@ def test_trace_and_file_prompts(tiny_model: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    from joulebench.serving import Experiment
+    from joulebench.serving.session import Experiment
 
     replay = build_requests(Experiment(**spec.experiments[0]), spec, tok, 0)
     assert [r.release_s for r in replay] == [0.0, 0.5, 1.0, 1.5]
@@ -196,7 +197,7 @@ def test_trace_and_file_prompts(tiny_model: Path, tmp_path: Path) -> None:
 
 
 def test_synthetic_prompts_have_exact_lengths(tiny_model: Path) -> None:
-    from joulebench.prompts import synthetic
+    from joulebench.workload.prompts import synthetic
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
@@ -272,7 +273,7 @@ def test_the_job_refuses_the_estimate_for_an_external_server(
     data = spec.to_dict()
     data["server"] = {**data["server"], "kind": "external", "url": "http://127.0.0.1:1"}
     data["measurement"]["meter"] = "estimate"
-    from joulebench.serving import SessionSpec
+    from joulebench.serving.session import SessionSpec
 
     with pytest.raises(ConfigError, match=r"'measurement\.meter'.*is external"):
         run_session(SessionSpec.from_dict(data), str(tiny_model), tmp_path)

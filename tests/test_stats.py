@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from joulebench.stats import (
+from joulebench.results.stats import (
     MAX_REPS,
     Interval,
     bootstrap_means,

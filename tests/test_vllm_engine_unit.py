@@ -7,8 +7,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from joulebench.engines import EngineOptions, GenerationError, make_engine
-from joulebench.errors import ConfigError, JoulebenchError
+from joulebench.core.errors import ConfigError, JoulebenchError
+from joulebench.harness.engines import EngineOptions, GenerationError, make_engine
 
 
 def vllm_engine(model: Path, precision: str = "bf16", threads: int = 0, **vllm):

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 import yaml
 from conftest import NO_POWERCAP, REPO, TINY_MODEL, snakemake_argv
-from joulebench.plots import FIGURES
+from joulebench.results.plots import FIGURES
 from test_config import BAD_VALUES, with_change
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from joulebench import analysis, derived
 from joulebench.energy.trace import PowerTrace
+from joulebench.results import analysis, derived
 from perfkit import Figure, OthersCpu, report
 
 PRECISIONS = ("fp32", "fp16", "bf16", "cpu-int8")

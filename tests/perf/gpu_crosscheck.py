@@ -166,7 +166,7 @@ def measure(args: argparse.Namespace) -> int:
     import torch
     from joulebench.energy import make_meter
     from joulebench.energy.nvml import load_pynvml, visible_gpu_uuids
-    from joulebench.engines import make_engine
+    from joulebench.harness.engines import make_engine
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU visible to torch: nothing measured (this check needs one)")

@@ -29,11 +29,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from joulebench import bench
-from joulebench.config import BenchSpec
 from joulebench.energy import make_meter
-from joulebench.engines import make_engine
-from joulebench.models import synthesize
+from joulebench.harness import bench
+from joulebench.harness.engines import make_engine
+from joulebench.models.sources import synthesize
+from joulebench.study.config import BenchSpec
 from perfkit import Figure, OthersCpu, machine_load
 
 #: Target: the whole sweep, on an H100 (the README's run took 235 s).

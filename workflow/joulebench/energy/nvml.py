@@ -17,10 +17,10 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from joulebench.core.errors import MeterError
 from joulebench.energy.base import Clock, Measurement, Windows
 from joulebench.energy.sampler import Sampler
 from joulebench.energy.trace import PowerTrace
-from joulebench.errors import MeterError
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from joulebench.core.errors import MeterError
 from joulebench.energy.base import Clock, Measurement, Windows
 from joulebench.energy.sampler import Sampler
 from joulebench.energy.trace import PowerTrace
-from joulebench.errors import MeterError
 
 DEFAULT_ROOT = "/sys/class/powercap"
 _DIR = re.compile(r"^intel-rapl:(\d+)(?::(\d+))?$")

@@ -18,8 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from joulebench.core.errors import MeterError
 from joulebench.energy.trace import PowerTrace, frame
-from joulebench.errors import MeterError
 
 Reader = Callable[[float], list[dict[str, Any]]]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from joulebench.atomic import write_with
+from joulebench.core.atomic import write_with
 
 INTERPOLATIONS = ("instant", "interval")
 

@@ -1,0 +1,1 @@
+"""Foundation every stage uses: the error types, atomic writes, host CPU facts and input parsing."""

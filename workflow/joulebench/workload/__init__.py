@@ -1,0 +1,1 @@
+"""What requests look like: arrival processes, arrival shaping and the prompts they carry."""
