@@ -1,0 +1,1 @@
+"""From records to conclusions: tables, derived metrics, statistics, figures, findings, audit, compare and forecast."""
