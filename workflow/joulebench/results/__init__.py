@@ -1,1 +1,3 @@
-"""From records to conclusions: tables, derived metrics, statistics, figures, findings, audit, compare and forecast."""
+"""From records to conclusions: tables, derived metrics, statistics, figures, findings, audit,
+compare and forecast.
+"""
