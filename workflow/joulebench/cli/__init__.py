@@ -33,9 +33,9 @@ FIGURE_NAMES = ("energy_per_token_vs_batch", "phase_energy_per_request", "time_e
 
 def _section_defaults(section: str) -> dict[str, Any]:
     """The schema's defaults of one config section (``measurement``, ``analysis``)."""
-    from joulebench.study.config import _with_defaults, load_schema
+    from joulebench.study.config import with_defaults, load_schema
 
-    return _with_defaults({}, load_schema()["properties"][section])
+    return with_defaults({}, load_schema()["properties"][section])
 
 
 def _section_json(section: str, text: str | None, argument: str) -> dict[str, Any]:
