@@ -343,3 +343,19 @@ def serving_table(records: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows, infer_schema_length=None).sort(
         "model", "precision", "server", "pattern", "offered_rate"
     )
+
+
+def report_context(summary: pl.DataFrame, generated: str) -> dict[str, str]:
+    """What the findings report says its results come from (study, energy source, models,
+    configurations, hosts, code), read from the summary table; ``generated`` is the time."""
+    ok = summary.filter(status="ok")
+    return {
+        "study": ", ".join(sorted(set(summary["study"]))),
+        "energy source": meter_label(summary),
+        "models": ", ".join(sorted(set(summary["model"]))),
+        "configurations": f"{summary['config_id'].n_unique()} "
+        f"({ok['config_id'].n_unique()} measured)",
+        "hosts": ", ".join(sorted(set(ok["host"].drop_nulls()))),
+        "git commit": ", ".join(sorted(set(ok["git_commit"].drop_nulls()))) or "unknown",
+        "generated": generated,
+    }

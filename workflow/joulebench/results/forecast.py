@@ -342,3 +342,23 @@ def render(fc: Forecast) -> str:
         if "estimate" in fc.measured_meters:
             lines.append("  (the 'estimate' meter models CPU power; it is not a measurement)")
     return "\n".join(lines)
+
+
+def snakemake_dry_run(snakemake_args: list[str]) -> str:
+    """The output of ``snakemake --dry-run SNAKEMAKE_ARGS`` run here (a ``--`` is dropped); a
+    failed run raises JoulebenchError with the last line snakemake printed."""
+    import subprocess
+    import sys
+
+    extra = [a for a in snakemake_args if a != "--"]
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--dry-run", *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode != 0:
+        lines = [line.strip() for line in run.stderr.splitlines() if line.strip()]
+        why = lines[-1] if lines else f"exit {run.returncode}"
+        raise JoulebenchError(f"snakemake --dry-run failed: {why}")
+    return run.stdout

@@ -634,3 +634,12 @@ def save(chart: alt.TopLevelMixin, stem: Path, formats: Sequence[str] = FORMATS)
                 chart.save(tmp, format="html", inline=inline)
         written.append(target)
     return written
+
+
+def report_figures(summary: pl.DataFrame, serving: pl.DataFrame | None = None) -> dict[str, str]:
+    """Every study figure (and, with a serving table, every serving figure) as inline SVG, by
+    name: the figures the findings page shows."""
+    figures = {name: to_svg(make(summary)) for name, make in FIGURES.items()}
+    if serving is not None:
+        figures |= {name: to_svg(make(serving)) for name, make in SERVING_FIGURES.items()}
+    return figures

@@ -62,7 +62,7 @@ def validate(config: dict[str, Any], base_dir: Path | None = None) -> dict[str, 
     if errors:
         raise _schema_error(errors[0])
     given_baseline = set((config.get("analysis") or {}).get("baseline") or {})
-    config = _with_defaults(copy.deepcopy(config), schema)
+    config = with_defaults(copy.deepcopy(config), schema)
     _check_semantics(config, base_dir or Path.cwd())
     _check_baseline(config, given_baseline)
     return config
@@ -92,16 +92,16 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
     return ConfigError(_key(path), f"value {err.instance!r} is invalid: {err.message}")
 
 
-def _with_defaults(node: Any, schema: dict[str, Any]) -> Any:
+def with_defaults(node: Any, schema: dict[str, Any]) -> Any:
     """Fill ``default`` values from the schema into ``node`` (recursively, objects and arrays)."""
     if isinstance(node, dict) and "properties" in schema:
         for name, sub in schema["properties"].items():
             if name not in node and "default" in sub:
                 node[name] = copy.deepcopy(sub["default"])
             if name in node:
-                node[name] = _with_defaults(node[name], sub)
+                node[name] = with_defaults(node[name], sub)
     elif isinstance(node, list) and isinstance(schema.get("items"), dict):
-        return [_with_defaults(item, schema["items"]) for item in node]
+        return [with_defaults(item, schema["items"]) for item in node]
     return node
 
 
@@ -565,13 +565,13 @@ def bench_spec(data: Any, where: Callable[[str], str]) -> BenchSpec:
     )
     if errors:
         raise fail(_schema_error(errors[0]))
-    data = _with_defaults(copy.deepcopy(data), schema)
+    data = with_defaults(copy.deepcopy(data), schema)
     if data["engine"] == "vllm":
         vllm = load_schema()["properties"]["vllm"]
         errors = list(jsonschema.Draft202012Validator(vllm).iter_errors(data["engine_options"]))
         if errors:
             raise fail(_schema_error(errors[0]))
-        data["engine_options"] = _with_defaults(data["engine_options"], vllm)
+        data["engine_options"] = with_defaults(data["engine_options"], vllm)
     try:
         get_precision(data["precision"], "precision")
         _check_meter(data["measurement"]["meter"])
@@ -593,7 +593,7 @@ def check_model_entry(entry: Any, key: str, base_dir: Path | None = None) -> dic
         err = _schema_error(errors[0])
         sub = "" if err.key == "<top>" else err.key
         raise ConfigError(f"{key}.{sub}" if sub else key, err.message)
-    entry = _with_defaults(copy.deepcopy(entry), schema)
+    entry = with_defaults(copy.deepcopy(entry), schema)
     _check_model_source(entry, key, base_dir or Path.cwd())
     return entry
 
@@ -634,3 +634,15 @@ def model_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
         if model["name"] == name:
             return model
     raise ConfigError("models", f"no model named '{name}'")
+
+
+def config_section(section: str, given: dict[str, Any]) -> dict[str, Any]:
+    """One top-level section of a config (``analysis``, ``quantization``) on its own, checked
+    against the schema, with its defaults filled in; a bad value raises ConfigError whose key
+    is the path inside the section (``<top>`` for the section itself)."""
+    schema = load_schema()["properties"][section]
+    error = next(iter(jsonschema.Draft202012Validator(schema).iter_errors(given)), None)
+    if error is not None:
+        where = ".".join(map(str, error.absolute_path)) or "<top>"
+        raise ConfigError(where, error.message)
+    return with_defaults(copy.deepcopy(given), schema)
