@@ -33,9 +33,9 @@ FIGURE_NAMES = ("energy_per_token_vs_batch", "phase_energy_per_request", "time_e
 
 def _section_defaults(section: str) -> dict[str, Any]:
     """The schema's defaults of one config section (``measurement``, ``analysis``)."""
-    from joulebench.study.config import _with_defaults, load_schema
+    from joulebench.study.config import load_schema, with_defaults
 
-    return _with_defaults({}, load_schema()["properties"][section])
+    return with_defaults({}, load_schema()["properties"][section])
 
 
 def _section_json(section: str, text: str | None, argument: str) -> dict[str, Any]:
@@ -413,14 +413,14 @@ def cmd_plot_serving(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from joulebench.study import config
+    from joulebench.study import config, matrix
 
     cfg = config.load(args.configfile)
-    specs = config.expand(cfg)
+    specs = matrix.expand(cfg)
     print(f"{args.configfile}: valid; {len(specs)} benchmark configurations")
     for spec in specs:
         print(f"  {spec.config_id}")
-    skipped = config.unsupported(cfg)
+    skipped = matrix.unsupported(cfg)
     if skipped:
         print(f"{len(skipped)} combinations skipped (skip_unsupported: true):")
         for _, reason in skipped:
