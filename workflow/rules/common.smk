@@ -13,6 +13,7 @@ from snakemake.logging import logger
 from joulebench.study import config as jb_config
 from joulebench.study import matrix as jb_matrix
 from joulebench.study import specs as jb_specs
+from joulebench.study.points import WILDCARD as POINT_WILDCARD
 from joulebench.core.errors import ConfigError
 from joulebench.models.sources import architecture, cache_dir, parameter_count
 from joulebench.results.plots import FIGURES, SERVING_FIGURES
@@ -152,7 +153,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     precision=r"[A-Za-z0-9._-]+",
     engine=r"[A-Za-z0-9._-]+",
-    point=r"bs\d+_in\d+_out\d+(_tp\d+)?",
+    point=POINT_WILDCARD,
     figure="|".join(FIGURES),
     serving_figure="|".join(SERVING_FIGURES),
     server=r"[A-Za-z0-9._-]+",

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from joulebench.core.errors import ConfigError
+from joulebench.study.points import point_id
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,7 @@ class BenchSpec:
     @property
     def point(self) -> str:
         """The shape part of the job's name (with the GPU count when tensor parallel)."""
-        tp = f"_tp{self.tensor_parallel}" if self.tensor_parallel > 1 else ""
-        return f"bs{self.batch_size}_in{self.input_len}_out{self.output_len}{tp}"
+        return point_id(self.batch_size, self.input_len, self.output_len, self.tensor_parallel)
 
     @property
     def config_id(self) -> str:
