@@ -122,8 +122,11 @@ def _bench_schema() -> dict[str, Any]:
             "input_len": props["input_lengths"]["items"],
             "output_len": props["output_lengths"]["items"],
             "measurement": props["measurement"],
-            "tensor_parallel": props["tensor_parallel_sizes"]["items"],
-            "engine_options": {"type": "object"},
+            "tensor_parallel": {
+                **props["tensor_parallel_sizes"]["items"],
+                "default": props["tensor_parallel_sizes"]["default"][0],
+            },
+            "engine_options": {"type": "object", "default": {}},
         },
     }
 
