@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 
 from joulebench.core.errors import ConfigError
+from joulebench.core.inputs import ArgumentError, keys_of
 from joulebench.models.precisions import get_precision
 from joulebench.study.checks import check_baseline, check_meter, check_model_source, check_semantics
 from joulebench.study.matrix import check_tensor_parallel
@@ -28,6 +29,7 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.y
 
 
 def load_schema() -> dict[str, Any]:
+    """The config schema (``workflow/schemas/config.schema.yaml``), the home of every default."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
@@ -89,7 +91,9 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
 
 
 def with_defaults(node: Any, schema: dict[str, Any]) -> Any:
-    """Fill ``default`` values from the schema into ``node`` (recursively, objects and arrays)."""
+    """Fill the schema's ``default`` values into ``node`` where a key is absent, recursively
+    through objects and arrays. Mappings are filled in place and the node is returned, so
+    ``with_defaults({}, schema["properties"]["measurement"])`` is a section's defaults."""
     if isinstance(node, dict) and "properties" in schema:
         for name, sub in schema["properties"].items():
             if name not in node and "default" in sub:
@@ -137,7 +141,6 @@ def bench_spec(data: Any, where: Callable[[str], str]) -> BenchSpec:
     Missing, unknown and out-of-range keys raise ArgumentError at ``where(key)`` (the flag or
     the JSON key the value came from); the measurement and vllm sections get their defaults.
     """
-    from joulebench.core.inputs import ArgumentError, keys_of
 
     def fail(err: ConfigError) -> ArgumentError:
         return ArgumentError(where(err.key), err.message)

@@ -73,6 +73,7 @@ def unsupported(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def check_tensor_parallel(engine: str, device: str, tp: int) -> None:
+    """Tensor parallel beyond one GPU runs on the vllm engine on CUDA only."""
     if tp > 1 and (engine != "vllm" or device == "cpu"):
         raise ConfigError(
             "tensor_parallel_sizes",

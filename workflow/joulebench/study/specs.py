@@ -12,7 +12,12 @@ from joulebench.study.points import point_id
 
 @dataclass(frozen=True)
 class BenchSpec:
-    """Everything one benchmark job needs; its hash identifies the measurement."""
+    """Everything one benchmark job needs; its hash identifies the measurement.
+
+    ``tensor_parallel`` defaults to the schema's default size (tests/test_schema_defaults.py);
+    ``measurement`` and ``engine_options`` are empty unless given; ``matrix.expand`` and
+    ``config.bench_spec`` always give them, filled from the schema.
+    """
 
     study: str
     model: str
@@ -33,6 +38,7 @@ class BenchSpec:
 
     @property
     def config_id(self) -> str:
+        """The job's name: ``model/precision/engine/point``."""
         return f"{self.model}/{self.precision}/{self.engine}/{self.point}"
 
     def to_dict(self) -> dict[str, Any]:
