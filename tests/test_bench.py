@@ -10,7 +10,7 @@ import pytest
 from joulebench.energy import Measurement
 from joulebench.energy.trace import PowerTrace, frame
 from joulebench.harness import bench
-from joulebench.study.config import BenchSpec
+from joulebench.study.specs import BenchSpec
 
 
 class ClockMeter:

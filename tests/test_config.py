@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+from joulebench.core import optional
 from joulebench.core.errors import ConfigError
-from joulebench.study import config
+from joulebench.study import config, matrix, specs
 
 BASE: dict[str, Any] = {
     "models": [{"name": "tiny", "source": "synthetic", "architecture": "tiny-llama"}],
@@ -44,7 +45,7 @@ def test_defaults_are_filled() -> None:
 
 
 def test_expand_is_the_full_product() -> None:
-    specs = config.expand(config.validate(copy.deepcopy(BASE)))
+    specs = matrix.expand(config.validate(copy.deepcopy(BASE)))
     assert len(specs) == 1 * 2 * 1 * 2 * 1 * 2
     ids = {s.config_id for s in specs}
     assert "tiny/bf16/transformers/bs4_in16_out8" in ids
@@ -57,7 +58,7 @@ def test_a_model_narrows_its_precisions_and_batch_sizes() -> None:
         {"name": "big", "source": "synthetic", "architecture": "tiny-llama", "precisions": ["bf16"]}
     )
     cfg["models"][1]["batch_sizes"] = [4]
-    ids = {s.config_id for s in config.expand(config.validate(cfg))}
+    ids = {s.config_id for s in matrix.expand(config.validate(cfg))}
     tiny = {
         f"tiny/{p}/transformers/bs{b}_in16_out{o}"
         for p in ("fp32", "bf16")
@@ -80,8 +81,8 @@ def test_a_model_may_not_widen_the_matrix(key: str, value: list[Any], bad: str) 
 
 
 def test_spec_round_trips_through_dict() -> None:
-    spec = config.expand(config.validate(copy.deepcopy(BASE)))[0]
-    assert config.BenchSpec.from_dict(spec.to_dict()) == spec
+    spec = matrix.expand(config.validate(copy.deepcopy(BASE)))[0]
+    assert specs.BenchSpec.from_dict(spec.to_dict()) == spec
 
 
 #: (dotted path, bad value, key the message must name, fragment of the message)
@@ -210,7 +211,7 @@ def test_default_study_config_is_valid() -> None:
     from conftest import REPO
 
     cfg = config.load(REPO / "config" / "config.yaml")
-    assert len(config.expand(cfg)) == 9
+    assert len(matrix.expand(cfg)) == 9
 
 
 def test_meter_may_be_one_name_or_a_list() -> None:
@@ -220,11 +221,11 @@ def test_meter_may_be_one_name_or_a_list() -> None:
     assert cfg["measurement"]["idle_s"] is None
     cfg = config.validate(with_change("measurement.meter", ["nvml", "rapl"]))
     assert cfg["measurement"]["meter"] == ["nvml", "rapl"]
-    assert config.expand(cfg)[0].measurement["meter"] == ["nvml", "rapl"]
+    assert matrix.expand(cfg)[0].measurement["meter"] == ["nvml", "rapl"]
 
 
 def test_image_figures_need_the_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(config, "renderer_available", lambda: False)
+    monkeypatch.setattr(optional, "renderer_available", lambda: False)
     with pytest.raises(ConfigError) as err:
         config.validate(copy.deepcopy(BASE))
     assert err.value.key == "figure_formats"

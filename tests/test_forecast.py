@@ -174,3 +174,41 @@ def test_local_rules_come_from_the_rule_files() -> None:
         "plot_serving",
         "plot_serving_power",
     }
+
+
+def test_a_tensor_parallel_job_matches_one_on_as_many_gpus(tmp_path: Path) -> None:
+    """The point's `_tp` is read: a two-GPU job is costed from a two-GPU measurement even when a
+    one-GPU one is nearer in shape (and listed first)."""
+    write_history(tmp_path, "m/bf16/vllm/bs16_in512_out256", [100.0], 150.0)
+    write_history(tmp_path, "m/bf16/vllm/bs64_in512_out256_tp2", [400.0], 500.0)
+    history = fc.load_history(tmp_path)
+    assert list(history) == ["m/bf16/vllm/bs16_in512_out256", "m/bf16/vllm/bs64_in512_out256_tp2"]
+
+    match, how = fc.most_similar("m/bf16/vllm/bs8_in512_out256_tp2", history)
+    assert (match.config_id, how) == ("m/bf16/vllm/bs64_in512_out256_tp2", "similar")
+    match, _ = fc.most_similar("m/bf16/vllm/bs8_in512_out256", history)
+    assert match.config_id == "m/bf16/vllm/bs16_in512_out256"
+    match, _ = fc.most_similar("m/bf16/vllm/bs8_in512_out256_tp4", history)
+    assert match.config_id == "m/bf16/vllm/bs64_in512_out256_tp2", "tp2 is nearer to tp4 than tp1"
+
+    job = PlannedJob(
+        "benchmark",
+        local=False,
+        wildcards={
+            "model": "m",
+            "precision": "bf16",
+            "engine": "vllm",
+            "point": "bs8_in512_out256_tp2",
+        },
+        resources={"runtime": "60", "gpu": "2"},
+    )
+    result = fc.forecast([job], history)
+    assert dict(result.matched) == {"similar": 1}
+    assert result.measured_gpu_h == pytest.approx(400 / 3600 * 2)
+    assert result.measured_energy_kwh == pytest.approx(500 * 400 / 3.6e6)
+
+
+def test_a_history_file_that_names_no_point_is_an_error(tmp_path: Path) -> None:
+    write_history(tmp_path, "m/bf16/vllm/bs8_in512_out256_tp1", [1.0], 1.0)
+    with pytest.raises(ForecastError, match=r"bs8_in512_out256_tp1\.tsv: not a benchmark job"):
+        fc.load_history(tmp_path)

@@ -21,7 +21,7 @@ import polars as pl
 import pytest
 from conftest import REPO
 from fakehw import SquareWave, counter_reads, fake_nvml_env, read_pair
-from joulebench.study import config
+from joulebench.study import config, matrix
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -34,7 +34,7 @@ GPU_CHECK = REPO / "config" / "gpu-check.yaml"
 
 def test_gpu_check_matrix_is_the_issues() -> None:
     cfg = config.load(GPU_CHECK)
-    ids = {spec.config_id for spec in config.expand(cfg)}
+    ids = {spec.config_id for spec in matrix.expand(cfg)}
     one_b = {
         f"llama-3.2-1b/{p}/transformers/bs{b}_in128_out32"
         for p in ("fp32", "fp16", "bf16", "bnb-int8", "bnb-nf4")

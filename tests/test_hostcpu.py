@@ -18,7 +18,7 @@ from joulebench.core import hostcpu
 from joulebench.core.errors import ConfigError, UnsupportedError
 from joulebench.harness import bench
 from joulebench.models.precisions import PRECISIONS, check_support, get_precision
-from joulebench.study import config
+from joulebench.study import config, matrix, specs
 
 #: Trimmed /proc/cpuinfo of the three kinds of x86 host, and an Arm one.
 AMD_AVX2 = """processor\t: 0
@@ -153,7 +153,7 @@ def test_the_config_rejects_w4a16_on_vllm_cpu_for_an_avx2_cluster() -> None:
         err.value
     )
     cfg["skip_unsupported"] = True
-    ids = [s.config_id for s in config.expand(config.validate(cfg))]
+    ids = [s.config_id for s in matrix.expand(config.validate(cfg))]
     assert ids == [
         "tiny/ct-w4a16/transformers/bs1_in8_out4",
         "tiny/ct-w8a8/transformers/bs1_in8_out4",
@@ -167,16 +167,16 @@ def test_auto_reads_the_host_and_unknown_defers_to_the_job(monkeypatch) -> None:
     with pytest.raises(ConfigError, match="cpu_gemm_wna16"):
         config.validate(copy.deepcopy(STUDY))  # cpu.isa defaults to auto
     valid = config.validate(copy.deepcopy(STUDY) | {"cpu": {"isa": "unknown"}})
-    assert len(config.expand(valid)) == 4
+    assert len(matrix.expand(valid)) == 4
     bf16 = hostcpu.parse_cpuinfo(SAPPHIRE_RAPIDS, "x86_64")
     monkeypatch.setattr(hostcpu, "host_cpu", lambda: bf16)
-    assert len(config.expand(config.validate(copy.deepcopy(STUDY)))) == 4
+    assert len(matrix.expand(config.validate(copy.deepcopy(STUDY)))) == 4
 
 
-def _bnb_on_cpu_spec() -> config.BenchSpec:
+def _bnb_on_cpu_spec() -> specs.BenchSpec:
     """A job the registry rejects when it starts (bitsandbytes needs CUDA; this job is on CPU)."""
     m = config.validate(copy.deepcopy(STUDY) | {"precisions": ["bf16"]})["measurement"]
-    return config.BenchSpec("s", "tiny", "transformers", "bnb-nf4", "cpu", 1, 8, 4, m)
+    return specs.BenchSpec("s", "tiny", "transformers", "bnb-nf4", "cpu", 1, 8, 4, m)
 
 
 def test_a_job_that_cannot_run_fails_with_the_reason(tiny_model: Path) -> None:

@@ -22,7 +22,7 @@ from joulebench.harness.memory import (
 from joulebench.models.precisions import get_precision
 from joulebench.models.sources import architecture
 from joulebench.results import analysis, plots
-from joulebench.study.config import BenchSpec
+from joulebench.study.specs import BenchSpec
 
 MEASURE = {
     "meter": "estimate",

@@ -87,13 +87,13 @@ def test_power_chart_of_an_infeasible_run_says_why(tmp_path: Path) -> None:
 
 def test_html_only_without_the_renderer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without vl-convert a figure is HTML alone, which loads Vega from its CDN when opened."""
-    from joulebench.study import config
+    from joulebench.core import optional
 
     records = [make_record(p, b, REPS) for p in ("fp32", "bf16") for b in (1, 4)]
     summary = analysis.summarize(analysis.measurements(records))
     chart = plots.FIGURES["energy_per_token_vs_batch"](summary)
     (inline,) = plots.save(chart, tmp_path / "inline", (".html",))
-    monkeypatch.setattr(config, "renderer_available", lambda: False)
+    monkeypatch.setattr(optional, "renderer_available", lambda: False)
     (cdn,) = plots.save(chart, tmp_path / "cdn", (".html",))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cdn.html", "inline.html"]
     assert "cdn.jsdelivr.net/npm/vega" not in inline.read_text()

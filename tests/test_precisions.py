@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from joulebench.core.errors import ConfigError
 from joulebench.models.precisions import PRECISIONS, check_support, get_precision, load_settings
-from joulebench.study import config
+from joulebench.study import config, matrix
 
 BASE: dict[str, Any] = {
     "study": "t",
@@ -103,13 +103,13 @@ def test_config_rejects_before_any_job_and_can_skip_instead() -> None:
     assert err.value.key == "precisions[1]" and "skip_unsupported" in str(err.value)
     cfg["skip_unsupported"] = True
     valid = config.validate(cfg)
-    ids = [s.config_id for s in config.expand(valid)]
+    ids = [s.config_id for s in matrix.expand(valid)]
     assert ids == [
         "m/bf16/transformers/bs1_in8_out4",
         "m/bf16/vllm/bs1_in8_out4",
         "m/bnb-nf4/transformers/bs1_in8_out4",
     ]
-    assert [reason for _, reason in config.unsupported(valid)] == [
+    assert [reason for _, reason in matrix.unsupported(valid)] == [
         "m/bnb-nf4/vllm: bnb-nf4 does not run on the vllm engine (the seed study's bitsandbytes "
         "variants are measured through transformers; for a quantized vLLM run use a ct-* "
         "checkpoint or fp8); it runs on: transformers on cuda"
@@ -124,12 +124,12 @@ def test_fp8_on_a_known_a100_is_rejected_by_the_config() -> None:
         config.validate(cfg)
     assert err.value.key == "precisions[0]"
     cfg["gpu"] = {"name": "h100", "compute_capability": 9.0}
-    assert len(config.expand(config.validate(cfg))) == 1
+    assert len(matrix.expand(config.validate(cfg))) == 1
 
 
 def test_tensor_parallel_is_a_dimension_of_vllm_on_cuda() -> None:
     cfg = study(engines=["vllm"], tensor_parallel_sizes=[1, 2])
-    specs = config.expand(config.validate(cfg))
+    specs = matrix.expand(config.validate(cfg))
     assert [(s.tensor_parallel, s.point) for s in specs] == [
         (1, "bs1_in8_out4"),
         (2, "bs1_in8_out4_tp2"),
@@ -149,7 +149,7 @@ def test_prequantized_models_run_only_as_shipped(tmp_path) -> None:
     }
     cfg = study(engines=["vllm"], precisions=["bf16", "prequantized"])
     cfg["models"].append(gptq)
-    ids = [s.config_id for s in config.expand(config.validate(cfg))]
+    ids = [s.config_id for s in matrix.expand(config.validate(cfg))]
     assert ids == ["m/bf16/vllm/bs1_in8_out4", "q/prequantized/vllm/bs1_in8_out4"]
     with pytest.raises(ConfigError, match="add 'prequantized' to precisions") as err:
         config.validate(study(models=[gptq]))

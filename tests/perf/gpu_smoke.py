@@ -33,7 +33,7 @@ from joulebench.energy import make_meter
 from joulebench.harness import bench
 from joulebench.harness.engines import make_engine
 from joulebench.models.sources import synthesize
-from joulebench.study.config import BenchSpec
+from joulebench.study.specs import BenchSpec
 from perfkit import Figure, OthersCpu, machine_load
 
 #: Target: the whole sweep, on an H100 (the README's run took 235 s).

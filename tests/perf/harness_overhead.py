@@ -29,7 +29,7 @@ from joulebench.energy import make_meter
 from joulebench.harness import bench
 from joulebench.harness.engines import EngineOptions, make_engine
 from joulebench.models.sources import synthesize
-from joulebench.study.config import BenchSpec
+from joulebench.study.specs import BenchSpec
 from perfkit import Figure, OthersCpu, report
 
 

@@ -11,6 +11,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from joulebench.study import config as jb_config
+from joulebench.study import matrix as jb_matrix
+from joulebench.study import specs as jb_specs
+from joulebench.study.points import WILDCARD as POINT_WILDCARD
 from joulebench.core.errors import ConfigError
 from joulebench.models.sources import architecture, cache_dir, parameter_count
 from joulebench.results.plots import FIGURES, SERVING_FIGURES
@@ -20,9 +23,9 @@ from joulebench.serving.session import session_specs
 
 try:
     CONFIG = jb_config.validate(config)
-    for _key, _reason in jb_config.unsupported(CONFIG):
+    for _key, _reason in jb_matrix.unsupported(CONFIG):
         logger.warning(f"skipped (skip_unsupported: true): {_reason}")
-    SPECS = {spec.config_id: spec for spec in jb_config.expand(CONFIG)}
+    SPECS = {spec.config_id: spec for spec in jb_matrix.expand(CONFIG)}
     SESSIONS = {s.session_id: s for s in session_specs(CONFIG)}
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
@@ -112,7 +115,7 @@ MEM_UNKNOWN_MODEL_MB = 64000
 
 def job_mem_mb(wildcards):
     """Memory (MB) a job on ``wildcards.model`` asks for, from the model's parameter count."""
-    model = jb_config.model_spec(CONFIG, wildcards.model)
+    model = jb_specs.model_spec(CONFIG, wildcards.model)
     if model["source"] != "synthetic":
         return MEM_UNKNOWN_MODEL_MB
     params = parameter_count(
@@ -150,7 +153,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     precision=r"[A-Za-z0-9._-]+",
     engine=r"[A-Za-z0-9._-]+",
-    point=r"bs\d+_in\d+_out\d+(_tp\d+)?",
+    point=POINT_WILDCARD,
     figure="|".join(FIGURES),
     serving_figure="|".join(SERVING_FIGURES),
     server=r"[A-Za-z0-9._-]+",
@@ -159,7 +162,7 @@ wildcard_constraints:
 
 def model_spec_json(wildcards):
     """The model's `models:` entry, as JSON for `joulebench prepare-model`."""
-    return json.dumps(jb_config.model_spec(CONFIG, wildcards.model), sort_keys=True)
+    return json.dumps(jb_specs.model_spec(CONFIG, wildcards.model), sort_keys=True)
 
 
 def model_config_key(wildcards):

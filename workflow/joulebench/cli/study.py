@@ -8,14 +8,14 @@ import argparse
 
 def cmd_validate(args: argparse.Namespace) -> None:
     from joulebench.serving.session import session_specs
-    from joulebench.study import config
+    from joulebench.study import config, matrix
 
     cfg = config.load(args.configfile)
-    specs = config.expand(cfg)
+    specs = matrix.expand(cfg)
     print(f"{args.configfile}: valid; {len(specs)} benchmark configurations")
     for spec in specs:
         print(f"  {spec.config_id}")
-    skipped = config.unsupported(cfg)
+    skipped = matrix.unsupported(cfg)
     if skipped:
         print(f"{len(skipped)} combinations skipped (skip_unsupported: true):")
         for _, reason in skipped:

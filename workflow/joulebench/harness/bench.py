@@ -37,7 +37,7 @@ from joulebench.harness.memory import (
 from joulebench.models.precisions import Precision, weight_bytes
 from joulebench.models.sources import source_info
 from joulebench.provenance import record as provenance
-from joulebench.study.config import BenchSpec
+from joulebench.study.specs import BenchSpec
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "quantize": ("models/quantize.py", "models/precisions.py", "models/sources.py"),
     "bench": (
         "harness/bench.py",
-        "study/config.py",
+        "study",
         "harness/engines",
         "core/hostcpu.py",
         "harness/memory.py",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from joulebench.core.errors import JoulebenchError
+from joulebench.study.points import Point, PointIdError, parse_point_id
 
 #: H100 SXM board power (W): the upper bound used for energy when nothing was measured yet.
 DEFAULT_GPU_POWER_W = 700.0
@@ -26,7 +27,6 @@ BENCH_RULE = "benchmark"
 _RULE = re.compile(r"^(?P<indent>\s*)(?P<local>local)?rule (?P<rule>\w+):\s*$")
 _GROUP = re.compile(r"^\S.*Group job (?P<group>\S+) \(jobs in lexicogr\. order\):")
 _FIELD = re.compile(r"^\s+(?P<key>wildcards|threads|resources|output): (?P<value>.*)$")
-_POINT = re.compile(r"^bs(?P<batch>\d+)_in(?P<inp>\d+)_out(?P<out>\d+)$")
 
 
 class ForecastError(JoulebenchError):
@@ -157,6 +157,10 @@ def load_history(results: Path) -> dict[str, Measured]:
     history: dict[str, Measured] = {}
     for tsv in sorted(bench_dir.rglob("*.tsv")) if bench_dir.is_dir() else []:
         config_id = tsv.relative_to(bench_dir).with_suffix("").as_posix()
+        try:
+            parse_point_id(config_id.rpartition("/")[2])
+        except PointIdError as err:
+            raise ForecastError(f"{tsv}: not a benchmark job's file: {err}") from None
         with tsv.open() as handle:
             rows = list(csv.DictReader(handle, delimiter="\t"))
         seconds = [float(r["s"]) for r in rows if r.get("s") not in (None, "", "NA")]
@@ -179,27 +183,40 @@ def _record_power(path: Path) -> tuple[float | None, str | None]:
     return power, record.get("meter", {}).get("source")
 
 
-def _distance(a: str, b: str) -> float:
-    """How far apart two points (bsB_inI_outO) are: summed |log2| ratios of batch and lengths."""
-    ma, mb = _POINT.match(a), _POINT.match(b)
-    if not ma or not mb:
-        return math.inf
-    return sum(abs(math.log2(int(ma[k]) / int(mb[k]))) for k in ("batch", "inp", "out"))
+def _distance(a: Point, b: Point) -> tuple[float, float]:
+    """How far apart two points are: first the |log2| ratio of their GPUs (a job's power and
+    time depend on the GPUs it holds more than on its shape), then the summed |log2| ratios of
+    batch size, input and output length."""
+
+    def log2_ratio(x: int, y: int) -> float:
+        return abs(math.log2(x / y))
+
+    return (
+        log2_ratio(a.tensor_parallel, b.tensor_parallel),
+        log2_ratio(a.batch_size, b.batch_size)
+        + log2_ratio(a.input_len, b.input_len)
+        + log2_ratio(a.output_len, b.output_len),
+    )
 
 
 def most_similar(config_id: str, history: dict[str, Measured]) -> tuple[Measured, str] | None:
     """The measured configuration closest to ``config_id`` and how it matched.
 
     ``exact``: the same configuration; ``similar``: same model, precision and engine at the
-    nearest batch size and lengths. None when no configuration of that kind was measured.
+    nearest tensor-parallel size, then the nearest batch size and lengths. None when no
+    configuration of that kind was measured.
     """
     if config_id in history:
         return history[config_id], "exact"
     prefix, _, point = config_id.rpartition("/")
+    wanted = parse_point_id(point)
     candidates = [m for cid, m in history.items() if cid.rpartition("/")[0] == prefix]
     if not candidates:
         return None
-    best = min(candidates, key=lambda m: (_distance(point, m.config_id.rpartition("/")[2]),))
+    best = min(
+        candidates,
+        key=lambda m: _distance(wanted, parse_point_id(m.config_id.rpartition("/")[2])),
+    )
     return best, "similar"
 
 

@@ -617,9 +617,9 @@ def save(chart: alt.TopLevelMixin, stem: Path, formats: Sequence[str] = FORMATS)
     """Write ``stem`` with each suffix of ``formats``: .html (interactive, scripts inlined so it
     opens offline), .png, .svg. Without vl-convert (which inlines the scripts and renders PNG and
     SVG) only .html can be written, and its page loads Vega from the jsDelivr CDN when opened."""
-    from joulebench.study.config import renderer_available
+    from joulebench.core import optional
 
-    inline = renderer_available()
+    inline = optional.renderer_available()
     if not inline:
         log.warning("vl-convert is not installed: %s.html loads Vega from its CDN", stem.name)
     written = []

@@ -1,17 +1,17 @@
-"""Study configuration: load, fill defaults, validate, and expand into one spec per benchmark job.
+"""Study configuration: read a config file (or one job's spec, or one ``models:`` entry), check
+it against the schema and the rules the schema cannot say, and fill in the schema's defaults.
 
-This is the only place that turns ``config.yaml`` into the experiment matrix; the Snakefile and
-the CLI both call it, so a configuration value reaches the engine by one road.
+This is the only place that turns ``config.yaml`` into a checked config; the Snakefile and the
+CLI both call it, so a configuration value reaches the engine by one road. The checks beyond
+the schema live in :mod:`~joulebench.study.checks`, the expansion into jobs in
+:mod:`~joulebench.study.matrix`.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-import itertools
-import re
 from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +19,17 @@ import jsonschema
 import yaml
 
 from joulebench.core.errors import ConfigError
-from joulebench.core.hostcpu import resolve_isa
-from joulebench.models.precisions import check_device, check_support, get_precision
-from joulebench.models.sources import (
-    PRESETS,
-    architecture,
-    check_declared_quantization,
-    check_local,
-)
+from joulebench.core.inputs import ArgumentError, keys_of
+from joulebench.models.precisions import get_precision
+from joulebench.study.checks import check_baseline, check_meter, check_model_source, check_semantics
+from joulebench.study.matrix import check_tensor_parallel
+from joulebench.study.specs import BenchSpec
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
 
 def load_schema() -> dict[str, Any]:
+    """The config schema (``workflow/schemas/config.schema.yaml``), the home of every default."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
@@ -63,8 +61,8 @@ def validate(config: dict[str, Any], base_dir: Path | None = None) -> dict[str, 
         raise _schema_error(errors[0])
     given_baseline = set((config.get("analysis") or {}).get("baseline") or {})
     config = with_defaults(copy.deepcopy(config), schema)
-    _check_semantics(config, base_dir or Path.cwd())
-    _check_baseline(config, given_baseline)
+    check_semantics(config, base_dir or Path.cwd())
+    check_baseline(config, given_baseline)
     return config
 
 
@@ -93,7 +91,9 @@ def _schema_error(err: jsonschema.ValidationError) -> ConfigError:
 
 
 def with_defaults(node: Any, schema: dict[str, Any]) -> Any:
-    """Fill ``default`` values from the schema into ``node`` (recursively, objects and arrays)."""
+    """Fill the schema's ``default`` values into ``node`` where a key is absent, recursively
+    through objects and arrays. Mappings are filled in place and the node is returned, so
+    ``with_defaults({}, schema["properties"]["measurement"])`` is a section's defaults."""
     if isinstance(node, dict) and "properties" in schema:
         for name, sub in schema["properties"].items():
             if name not in node and "default" in sub:
@@ -103,418 +103,6 @@ def with_defaults(node: Any, schema: dict[str, Any]) -> Any:
     elif isinstance(node, list) and isinstance(schema.get("items"), dict):
         return [with_defaults(item, schema["items"]) for item in node]
     return node
-
-
-def _check_semantics(config: dict[str, Any], base_dir: Path) -> None:
-    seen: set[str] = set()
-    for i, model in enumerate(config["models"]):
-        key = f"models[{i}]"
-        if model["name"] in seen:
-            raise ConfigError(f"{key}.name", f"duplicate model name '{model['name']}'")
-        seen.add(model["name"])
-        _check_model_source(model, key, base_dir)
-        _check_narrowing(config, model, key)
-    _check_meter(config["measurement"]["meter"])
-    for i, name in enumerate(config["precisions"]):
-        check_device(get_precision(name, f"precisions[{i}]"), config["device"], f"precisions[{i}]")
-    _check_prequantized_models(config)
-    dropped = unsupported(config)
-    if dropped and not config["skip_unsupported"]:
-        key, message = dropped[0]
-        raise ConfigError(key, message + " (or set skip_unsupported: true to drop it)")
-    get_precision(config["analysis"]["baseline"]["precision"], "analysis.baseline.precision")
-    estimate = config["measurement"]["cpu_estimate"]
-    if estimate["idle_w"] > estimate["tdp_w"]:
-        raise ConfigError(
-            "measurement.cpu_estimate.idle_w",
-            f"{estimate['idle_w']} W is above tdp_w ({estimate['tdp_w']} W): the estimate's "
-            "dynamic power (tdp_w - idle_w) would be negative; allowed: 0 <= idle_w <= tdp_w",
-        )
-    for i, model in enumerate(config["models"]):
-        _check_context(
-            model,
-            f"models[{i}] '{model['name']}'",
-            ("input_lengths", config["input_lengths"]),
-            ("output_lengths", config["output_lengths"]),
-        )
-    if config.get("serving"):
-        _check_serving(config, base_dir)
-    images = [f for f in config["figure_formats"] if f != "html"]
-    if images and not renderer_available():
-        raise ConfigError(
-            "figure_formats",
-            f"{' and '.join(images)} need vl-convert-python, which is not installed here; "
-            "install it or set figure_formats: [html]",
-        )
-
-
-def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
-    """What the schema cannot say about ``serving:`` (names, rates, files, combinations)."""
-    from joulebench.serving import servers
-    from joulebench.workload import arrivals, shaping
-
-    serving = config["serving"]
-    names = [m["name"] for m in config["models"]]
-    for i, name in enumerate(serving.get("models") or []):
-        if name not in names:
-            raise ConfigError(
-                f"serving.models[{i}]", f"no model named '{name}'; models: {', '.join(names)}"
-            )
-    seen: set[str] = set()
-    for i, server in enumerate(serving["servers"]):
-        key = f"serving.servers[{i}]"
-        if server["name"] in seen:
-            raise ConfigError(f"{key}.name", f"duplicate server name '{server['name']}'")
-        seen.add(server["name"])
-        spec = servers.ServerSpec.from_dict(server)
-        servers.check(spec, key)
-        if spec.kind == "external":
-            _check_external_meter(config, spec.name, key)
-    prompts = serving["prompts"]
-    if prompts["source"] == "file":
-        if not prompts.get("path"):
-            raise ConfigError("serving.prompts.path", "is required for source 'file'")
-        prompts["path"] = _resolve(prompts["path"], base_dir)
-        if not Path(prompts["path"]).is_file():
-            raise ConfigError("serving.prompts.path", f"file '{prompts['path']}' does not exist")
-    elif "path" in prompts:
-        raise ConfigError("serving.prompts.path", "only applies to source 'file'")
-    seen = set()
-    for i, entry in enumerate(serving["arrivals"]):
-        key = f"serving.arrivals[{i}]"
-        if entry["name"] in seen:
-            raise ConfigError(f"{key}.name", f"duplicate arrival name '{entry['name']}'")
-        seen.add(entry["name"])
-        process = entry["process"]
-        allowed = {
-            "constant": {"rates"},
-            "poisson": {"rates"},
-            "gamma": {"rates", "burstiness"},
-            "uniform": {"break_min", "break_max"},
-            "closed": {"users"},
-            "trace": {"trace"},
-        }[process]
-        for k in ("rates", "burstiness", "break_min", "break_max", "users", "trace"):
-            if k in entry and k not in allowed:
-                raise ConfigError(f"{key}.{k}", f"does not apply to process '{process}'")
-        if process in arrivals.RATE_PROCESSES and not (entry.get("rates") or serving.get("rates")):
-            raise ConfigError(
-                f"{key}.rates", f"process '{process}' needs rates (here or in serving.rates)"
-            )
-        if process == "gamma":
-            entry.setdefault("burstiness", 1.0)
-        if process == "trace" and "trace" in entry:
-            entry["trace"] = _resolve(entry["trace"], base_dir)
-        params = {k: entry[k] for k in allowed - {"rates"} if k in entry}
-        if process in arrivals.RATE_PROCESSES:
-            params["rate"] = (entry.get("rates") or serving["rates"])[0]
-        arrivals.check(arrivals.ArrivalSpec(process, **params), key)
-        if process == "trace":
-            arrivals.read_trace(Path(entry["trace"]), serving["requests"])
-        shape = entry.get("shaping")
-        if shape:
-            shaping.check(shaping.ShapingSpec(**shape), f"{key}.shaping")
-            if process == "closed" and shape["policy"] != "pass":
-                raise ConfigError(
-                    f"{key}.shaping",
-                    "closed-loop users already bound concurrency; shaping applies to open-loop "
-                    "arrivals only",
-                )
-    steady = serving["steady_batch"]
-    if steady != "auto" and steady > serving["requests"]:
-        raise ConfigError(
-            "serving.steady_batch",
-            f"{steady} requests in flight cannot be reached with serving.requests "
-            f"{serving['requests']}; allowed: 1 to {serving['requests']}, or auto",
-        )
-    for model in config["models"]:
-        _check_context(
-            model,
-            f"model '{model['name']}'",
-            ("serving.input_len", [serving["input_len"]]),
-            ("serving.output_len", [serving["output_len"]]),
-        )
-
-
-def _check_context(
-    model: dict[str, Any],
-    name: str,
-    inputs: tuple[str, list[int]],
-    outputs: tuple[str, list[int]],
-) -> None:
-    """Prompt and prompt + output within the model's context; the error names the key at fault:
-    the input length when a prompt alone leaves no room for one output token, else the output
-    length that overflows."""
-    context = _known_context(model)
-    if context is None:
-        return
-    in_key, in_lengths = inputs
-    out_key, out_lengths = outputs
-    longest_in = max(in_lengths)
-    if longest_in >= context:
-        key = (
-            in_key if in_key.startswith("serving.") else f"{in_key}[{in_lengths.index(longest_in)}]"
-        )
-        raise ConfigError(
-            key,
-            f"input {longest_in} tokens leave no room for output in the context of {name} "
-            f"({context} tokens); allowed: below {context}",
-        )
-    longest_out = max(out_lengths)
-    if longest_in + longest_out > context:
-        key = (
-            out_key
-            if out_key.startswith("serving.")
-            else f"{out_key}[{out_lengths.index(longest_out)}]"
-        )
-        raise ConfigError(
-            key,
-            f"input {longest_in} + output {longest_out} tokens exceed the context of {name} "
-            f"({context} tokens); allowed: at most {context - longest_in} with that input",
-        )
-
-
-def _check_baseline(config: dict[str, Any], given: set[str]) -> None:
-    """``analysis.baseline`` names a precision and batch size the study runs.
-
-    A value the config sets must be one of them; a default the study does not run (fp32, batch 1)
-    becomes the first precision listed and the smallest batch size, so the ratio columns are
-    never empty by default.
-    """
-    baseline = config["analysis"]["baseline"]
-    ran = {"precision": config["precisions"], "batch_size": config["batch_sizes"]}
-    fallback = {"precision": config["precisions"][0], "batch_size": min(config["batch_sizes"])}
-    for name, values in ran.items():
-        if baseline[name] in values:
-            continue
-        if name not in given:
-            baseline[name] = fallback[name]
-            continue
-        listed = "precisions" if name == "precision" else "batch_sizes"
-        raise ConfigError(
-            f"analysis.baseline.{name}",
-            f"{baseline[name]!r} is not run by this study; allowed: one of {listed} "
-            f"({', '.join(map(str, values))})",
-        )
-
-
-def _check_prequantized_models(config: dict[str, Any]) -> None:
-    """A model that ships quantized runs `prequantized` only, and only such models do."""
-    listed = "prequantized" in config["precisions"]
-    declared = False
-    for i, model in enumerate(config["models"]):
-        fmt = model.get("quantization")
-        if fmt is None:
-            continue
-        declared = True
-        if model["source"] == "synthetic":
-            raise ConfigError(
-                f"models[{i}].quantization", "applies to hub and local checkpoints only"
-            )
-        if not listed:
-            raise ConfigError(
-                f"models[{i}].quantization",
-                f"model '{model['name']}' ships a {fmt} checkpoint; add 'prequantized' to "
-                "precisions to run it as shipped",
-            )
-    if listed and not declared:
-        raise ConfigError(
-            f"precisions[{config['precisions'].index('prequantized')}]",
-            "prequantized needs a model that declares its checkpoint's format "
-            "(models[].quantization: gptq, awq, compressed-tensors or fp8)",
-        )
-
-
-#: Matrix lists a `models:` entry may narrow for itself (e.g. a large model in bf16 only).
-NARROWABLE = ("precisions", "batch_sizes")
-
-
-def renderer_available() -> bool:
-    """Whether vl-convert-python, altair's PNG/SVG renderer (and HTML inliner), is importable."""
-    return importlib.util.find_spec("vl_convert") is not None
-
-
-def _check_narrowing(config: dict[str, Any], model: dict[str, Any], key: str) -> None:
-    """A model's own ``precisions``/``batch_sizes`` must be taken from the study's lists."""
-    for name in NARROWABLE:
-        for j, value in enumerate(model.get(name, [])):
-            if value not in config[name]:
-                allowed = ", ".join(map(str, config[name]))
-                raise ConfigError(
-                    f"{key}.{name}[{j}]",
-                    f"'{value}' is not in the study's {name}; allowed: {allowed}",
-                )
-
-
-def model_precisions(config: dict[str, Any], model: dict[str, Any]) -> list[str]:
-    """The precisions a model runs: its own list if it narrows the study's, `prequantized`
-    alone for a quantized checkpoint."""
-    if model.get("quantization"):
-        return ["prequantized"]
-    return [p for p in model.get("precisions", config["precisions"]) if p != "prequantized"]
-
-
-def model_batch_sizes(config: dict[str, Any], model: dict[str, Any]) -> list[int]:
-    """The batch sizes a model runs: its own list if it narrows the study's."""
-    return list(model.get("batch_sizes", config["batch_sizes"]))
-
-
-Combination = tuple[dict[str, Any], str, str, int]
-
-
-def _combinations(
-    config: dict[str, Any],
-) -> list[tuple[Combination, tuple[str, str] | None]]:
-    """Every (model, precision, engine, tp) with None or the (key, reason) it cannot run."""
-    out: list[tuple[Combination, tuple[str, str] | None]] = []
-    gpu_cc = (config.get("gpu") or {}).get("compute_capability")
-    cpu_isa = resolve_isa((config.get("cpu") or {}).get("isa"))
-    for model in config["models"]:
-        for precision in model_precisions(config, model):
-            for engine in config["engines"]:
-                for tp in config["tensor_parallel_sizes"]:
-                    combo = (model, precision, engine, tp)
-                    key = f"precisions[{config['precisions'].index(precision)}]"
-                    try:
-                        check_support(
-                            get_precision(precision),
-                            engine,
-                            config["device"],
-                            key,
-                            gpu_cc,
-                            model.get("quantization"),
-                            cpu_isa,
-                        )
-                        _check_tensor_parallel(engine, config["device"], tp)
-                    except ConfigError as err:
-                        where = f"{model['name']}/{precision}/{engine}" + (
-                            f"/tp{tp}" if tp > 1 else ""
-                        )
-                        reason = str(err).split(": ", 1)[1]
-                        out.append((combo, (err.key, f"{where}: {reason}")))
-                        continue
-                    out.append((combo, None))
-    return out
-
-
-def unsupported(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """(key, reason) of every combination in the matrix that cannot run."""
-    return [reason for _, reason in _combinations(config) if reason is not None]
-
-
-def _check_tensor_parallel(engine: str, device: str, tp: int) -> None:
-    if tp > 1 and (engine != "vllm" or device == "cpu"):
-        raise ConfigError(
-            "tensor_parallel_sizes",
-            f"tensor parallel size {tp} needs the vllm engine on cuda "
-            f"(this combination: engine {engine}, device {device})",
-        )
-
-
-def _resolve(path: str, base_dir: Path) -> str:
-    p = Path(path)
-    return str(p if p.is_absolute() else (base_dir / p).resolve())
-
-
-def _check_meter(value: str | list[str]) -> None:
-    from joulebench.core.errors import MeterError
-    from joulebench.energy import meter_names
-
-    try:
-        meter_names(value)
-    except MeterError as err:
-        raise ConfigError(
-            "measurement.meter", str(err).removeprefix("measurement.meter: ")
-        ) from None
-
-
-def _check_external_meter(config: dict[str, Any], server: str, key: str) -> None:
-    """An external server may be measured only by a hardware meter of this host."""
-    from joulebench.energy import HARDWARE_METERS
-    from joulebench.energy.meters import resolve
-    from joulebench.serving.session import external_meter_reason
-
-    m = config["measurement"]
-    if m["meter"] == "auto" and config["device"] in ("cuda", "auto"):
-        return  # NVML on the job's GPU, if it has one: the job checks again where it runs
-    names = resolve(m["meter"], config["device"], m["powercap_root"])
-    if not set(names) <= set(HARDWARE_METERS):
-        reason = external_meter_reason(server, m["meter"], names)
-        raise ConfigError("measurement.meter", f"{reason} ({key})")
-
-
-_SOURCE_KEYS = {"synthetic": ("architecture",), "hub": ("repo", "revision"), "local": ("path",)}
-
-
-def _check_model_source(model: dict[str, Any], key: str, base_dir: Path) -> None:
-    source = model["source"]
-    for needed in _SOURCE_KEYS[source]:
-        if needed not in model:
-            raise ConfigError(f"{key}.{needed}", f"is required for source '{source}'")
-    for other, keys in _SOURCE_KEYS.items():
-        for k in keys:
-            if other != source and k in model and k not in _SOURCE_KEYS[source]:
-                raise ConfigError(f"{key}.{k}", f"only applies to source '{other}', not '{source}'")
-    if source == "synthetic":
-        architecture(model["architecture"], model.get("overrides"), key=f"{key}.architecture")
-    if source == "hub" and not re.fullmatch(r"[0-9a-f]{40}", model["revision"]):
-        raise ConfigError(
-            f"{key}.revision",
-            f"'{model['revision']}' is not a commit; pin the full 40-character commit hash "
-            "(a branch or tag moves, so the study would not be reproducible)",
-        )
-    if source == "local":
-        path = Path(model["path"])
-        model["path"] = str(path if path.is_absolute() else (base_dir / path).resolve())
-        check_local(Path(model["path"]), key=f"{key}.path")
-        check_declared_quantization(
-            Path(model["path"]), model.get("quantization"), f"{key}.quantization"
-        )
-
-
-def _known_context(model: dict[str, Any]) -> int | None:
-    if model["source"] == "synthetic":
-        arch = {**PRESETS[model["architecture"]], **(model.get("overrides") or {})}
-        return int(arch["max_position_embeddings"])
-    if model["source"] == "local":
-        from joulebench.models.sources import max_context
-
-        return max_context(Path(model["path"]))
-    return None
-
-
-@dataclass(frozen=True)
-class BenchSpec:
-    """Everything one benchmark job needs; its hash identifies the measurement."""
-
-    study: str
-    model: str
-    engine: str
-    precision: str
-    device: str
-    batch_size: int
-    input_len: int
-    output_len: int
-    measurement: dict[str, Any] = field(default_factory=dict)
-    tensor_parallel: int = 1
-    engine_options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def point(self) -> str:
-        """The shape part of the job's name (with the GPU count when tensor parallel)."""
-        tp = f"_tp{self.tensor_parallel}" if self.tensor_parallel > 1 else ""
-        return f"bs{self.batch_size}_in{self.input_len}_out{self.output_len}{tp}"
-
-    @property
-    def config_id(self) -> str:
-        return f"{self.model}/{self.precision}/{self.engine}/{self.point}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BenchSpec:
-        return cls(**data)
 
 
 def _bench_schema() -> dict[str, Any]:
@@ -538,8 +126,11 @@ def _bench_schema() -> dict[str, Any]:
             "input_len": props["input_lengths"]["items"],
             "output_len": props["output_lengths"]["items"],
             "measurement": props["measurement"],
-            "tensor_parallel": props["tensor_parallel_sizes"]["items"],
-            "engine_options": {"type": "object"},
+            "tensor_parallel": {
+                **props["tensor_parallel_sizes"]["items"],
+                "default": props["tensor_parallel_sizes"]["default"][0],
+            },
+            "engine_options": {"type": "object", "default": {}},
         },
     }
 
@@ -550,7 +141,6 @@ def bench_spec(data: Any, where: Callable[[str], str]) -> BenchSpec:
     Missing, unknown and out-of-range keys raise ArgumentError at ``where(key)`` (the flag or
     the JSON key the value came from); the measurement and vllm sections get their defaults.
     """
-    from joulebench.core.inputs import ArgumentError, keys_of
 
     def fail(err: ConfigError) -> ArgumentError:
         return ArgumentError(where(err.key), err.message)
@@ -574,8 +164,8 @@ def bench_spec(data: Any, where: Callable[[str], str]) -> BenchSpec:
         data["engine_options"] = with_defaults(data["engine_options"], vllm)
     try:
         get_precision(data["precision"], "precision")
-        _check_meter(data["measurement"]["meter"])
-        _check_tensor_parallel(data["engine"], data["device"], data["tensor_parallel"])
+        check_meter(data["measurement"]["meter"])
+        check_tensor_parallel(data["engine"], data["device"], data["tensor_parallel"])
     except ConfigError as err:
         raise fail(err) from None
     return BenchSpec.from_dict(data)
@@ -594,46 +184,8 @@ def check_model_entry(entry: Any, key: str, base_dir: Path | None = None) -> dic
         sub = "" if err.key == "<top>" else err.key
         raise ConfigError(f"{key}.{sub}" if sub else key, err.message)
     entry = with_defaults(copy.deepcopy(entry), schema)
-    _check_model_source(entry, key, base_dir or Path.cwd())
+    check_model_source(entry, key, base_dir or Path.cwd())
     return entry
-
-
-def expand(config: dict[str, Any]) -> list[BenchSpec]:
-    """The experiment matrix: models × precisions × engines × tensor parallel × batch × input ×
-    output lengths, less the combinations that cannot run (an error unless skip_unsupported)."""
-    runnable = [combo for combo, reason in _combinations(config) if reason is None]
-    specs = [
-        BenchSpec(
-            study=config["study"],
-            model=model["name"],
-            engine=engine,
-            precision=precision,
-            device=config["device"],
-            batch_size=batch,
-            input_len=inp,
-            output_len=out,
-            measurement=copy.deepcopy(config["measurement"]),
-            tensor_parallel=tp,
-            engine_options=copy.deepcopy(config["vllm"]) if engine == "vllm" else {},
-        )
-        for (model, precision, engine, tp) in runnable
-        for batch, inp, out in itertools.product(
-            model_batch_sizes(config, model),
-            config["input_lengths"],
-            config["output_lengths"],
-        )
-    ]
-    if not specs:
-        raise ConfigError("<top>", "the experiment matrix is empty")
-    return specs
-
-
-def model_spec(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """The ``models:`` entry called ``name``."""
-    for model in config["models"]:
-        if model["name"] == name:
-            return model
-    raise ConfigError("models", f"no model named '{name}'")
 
 
 def config_section(section: str, given: dict[str, Any]) -> dict[str, Any]:
