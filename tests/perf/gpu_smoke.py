@@ -32,7 +32,7 @@ from typing import Any
 from joulebench.energy import make_meter
 from joulebench.harness import bench
 from joulebench.harness.engines import make_engine
-from joulebench.models.sources import synthesize
+from joulebench.models.synthetic import synthesize
 from joulebench.study.config import BenchSpec
 from perfkit import Figure, OthersCpu, machine_load
 

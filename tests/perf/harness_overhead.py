@@ -28,7 +28,7 @@ import torch
 from joulebench.energy import make_meter
 from joulebench.harness import bench
 from joulebench.harness.engines import EngineOptions, make_engine
-from joulebench.models.sources import synthesize
+from joulebench.models.synthetic import synthesize
 from joulebench.study.config import BenchSpec
 from perfkit import Figure, OthersCpu, report
 

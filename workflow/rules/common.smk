@@ -12,7 +12,8 @@ from snakemake.logging import logger
 
 from joulebench.study import config as jb_config
 from joulebench.core.errors import ConfigError
-from joulebench.models.sources import architecture, cache_dir, parameter_count
+from joulebench.models.hub import cache_dir
+from joulebench.models.shapes import architecture, parameter_count
 from joulebench.results.plots import FIGURES, SERVING_FIGURES
 from joulebench.models.precisions import PRECISIONS
 from joulebench.provenance.record import source_hash

@@ -34,8 +34,9 @@ from joulebench.harness.memory import (
     estimate_need,
     is_out_of_memory,
 )
-from joulebench.models.precisions import Precision, weight_bytes
-from joulebench.models.sources import source_info
+from joulebench.models.precisions import Precision
+from joulebench.models.prepared import source_info
+from joulebench.models.variants import weight_bytes
 from joulebench.provenance import record as provenance
 from joulebench.study.config import BenchSpec
 

@@ -48,9 +48,22 @@ _SLURM_VARS = {
 #: code trigger sees only a rule's own ``run:`` block, so rules pass ``source_hash(step)`` as a
 #: parameter: editing one of these files reruns that step's jobs (and nothing else).
 CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "prepare-model": ("models/sources.py",),
-    "variant": ("models/precisions.py", "models/sources.py"),
-    "quantize": ("models/quantize.py", "models/precisions.py", "models/sources.py"),
+    "prepare-model": (
+        "models/sources.py",
+        "models/hub.py",
+        "models/synthetic.py",
+        "models/shapes.py",
+        "models/prepared.py",
+    ),
+    "variant": ("models/precisions.py", "models/variants.py", "models/shapes.py"),
+    "quantize": (
+        "models/quantize.py",
+        "models/precisions.py",
+        "models/variants.py",
+        "models/shapes.py",
+        "models/prepared.py",
+        "models/hub.py",
+    ),
     "bench": (
         "harness/bench.py",
         "study/config.py",
@@ -58,8 +71,10 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
         "core/hostcpu.py",
         "harness/memory.py",
         "energy",
-        "models/sources.py",
+        "models/prepared.py",
+        "models/shapes.py",
         "models/precisions.py",
+        "models/variants.py",
     ),
     "aggregate": ("results/analysis.py", "results/derived.py", "results/stats.py"),
     "plot": ("results/plots.py", "results/derived.py", "results/analysis.py", "results/stats.py"),
