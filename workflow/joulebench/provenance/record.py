@@ -66,6 +66,8 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     ),
     "bench": (
         "harness/bench.py",
+        "harness/phases.py",
+        "harness/accounting.py",
         "study/config.py",
         "harness/engines",
         "core/hostcpu.py",
