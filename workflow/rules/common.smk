@@ -89,7 +89,7 @@ def figure_outputs(stem, caption, category, labels, image_in_report=False):
 #: GPUs per serving job: one on a `device: cuda` study, none otherwise (`auto` asks for none,
 #: so a cluster never spends GPU hours on a maybe). Profiles pick the scheduler's spelling
 #: (`gpu`/`gpu_model` → --gpus, or `gres`), see profiles/slurm.
-BENCH_GPUS = 1 if CONFIG["device"] == "cuda" else 0
+SERVING_GPUS = 1 if CONFIG["device"] == "cuda" else 0
 
 
 def bench_gpus(wildcards):
@@ -266,7 +266,7 @@ def final_outputs():
     return outputs
 
 
-def joulebench(command, log, *positional, **options):
+def run_step(command, log, *positional, **options):
     """Run `joulebench COMMAND` as an argument list (no shell), its output into ``log``.
 
     Options are written as flags (``model_dir=x`` → ``--model-dir x``; ``quiet=True`` →
