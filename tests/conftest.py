@@ -187,7 +187,7 @@ def assert_exact_new_tokens(out: Any, prompt_ids: Any, asked: int, tokenizer: An
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from joulebench.models.sources import synthesize
+    from joulebench.models.synthetic import synthesize
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     return synthesize(out, "tiny-llama", TINY_OVERRIDES, seed=0, tokenizer_vocab_size=512)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from joulebench.energy import Measurement
 from joulebench.energy.trace import PowerTrace, frame
-from joulebench.harness import bench
+from joulebench.harness import accounting, phases
 from joulebench.study.specs import BenchSpec
 
 
@@ -97,8 +97,8 @@ def spec(**m: Any) -> BenchSpec:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> ClockMeter:
     meter = ClockMeter()
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: meter.now)
-    monkeypatch.setattr(bench.time, "sleep", lambda s: meter.advance(s, 50.0))  # idle: 50 W
+    monkeypatch.setattr(phases.time, "perf_counter", lambda: meter.now)
+    monkeypatch.setattr(phases.time, "sleep", lambda s: meter.advance(s, 50.0))  # idle: 50 W
     return meter
 
 
@@ -109,7 +109,7 @@ def test_measure_repeats_short_windows(clock: ClockMeter) -> None:
         calls.append(1)
         clock.advance(0.3, 100.0)
 
-    w = bench.measure(clock, "k", work, min_window_s=1.0)
+    w = phases.measure(clock, "k", work, min_window_s=1.0)
     assert w.repeats == 4 == len(calls)  # 0.3 s × 4 ≥ 1 s
     assert w.time_s == pytest.approx(0.3)
     assert w.total_j == pytest.approx(30.0)
@@ -117,21 +117,21 @@ def test_measure_repeats_short_windows(clock: ClockMeter) -> None:
 
 
 def test_long_window_is_measured_once(clock: ClockMeter) -> None:
-    w = bench.measure(clock, "k", lambda: clock.advance(2.0, 10.0), 1.0)
+    w = phases.measure(clock, "k", lambda: clock.advance(2.0, 10.0), 1.0)
     assert w.repeats == 1
 
 
 def test_idle_seconds_default_depends_on_the_meter() -> None:
-    assert bench.idle_seconds({"idle_s": None}, "estimate") == 0.5
-    assert bench.idle_seconds({"idle_s": None}, "nvml") == 5.0
-    assert bench.idle_seconds({"idle_s": None}, "nvml+rapl") == 5.0
-    assert bench.idle_seconds({"idle_s": 0}, "nvml") == 0.0
+    assert phases.idle_seconds({"idle_s": None}, "estimate") == 0.5
+    assert phases.idle_seconds({"idle_s": None}, "nvml") == 5.0
+    assert phases.idle_seconds({"idle_s": None}, "nvml+rapl") == 5.0
+    assert phases.idle_seconds({"idle_s": 0}, "nvml") == 0.0
 
 
 def test_phases_by_subtraction_and_direct_with_known_answers(clock: ClockMeter) -> None:
     engine = FakeEngine(clock)
-    run = bench.run_phases(engine, clock, spec(), progress=False)  # type: ignore[arg-type]
-    rows = bench.attribute(run, clock.trace())
+    run = phases.run_phases(engine, clock, spec(), progress=False)  # type: ignore[arg-type]
+    rows = accounting.account_energy(run, clock.trace())
     assert engine.calls[0] == 11  # warmup is a full generation
     assert run.idle is not None and run.idle.total_j == pytest.approx(100.0)  # 2 s × 50 W
     assert len(rows) == 3 * 3
@@ -170,8 +170,8 @@ def test_phases_by_subtraction_and_direct_with_known_answers(clock: ClockMeter) 
 
 
 def test_short_windows_are_repeated_to_the_minimum_in_the_harness(clock: ClockMeter) -> None:
-    run = bench.run_phases(FakeEngine(clock), clock, spec(min_window_s=0.99), progress=False)  # type: ignore[arg-type]
-    rows = bench.attribute(run, clock.trace())
+    run = phases.run_phases(FakeEngine(clock), clock, spec(min_window_s=0.99), progress=False)  # type: ignore[arg-type]
+    rows = accounting.account_energy(run, clock.trace())
     prefill = next(r for r in rows if r["phase"] == "prefill")
     full = next(r for r in rows if r["phase"] == "full")
     assert prefill["window_repeats"] == 7  # 0.15 s per call: 7 calls reach 0.99 s
@@ -182,21 +182,21 @@ def test_short_windows_are_repeated_to_the_minimum_in_the_harness(clock: ClockMe
 
 
 def test_no_trace_means_no_direct_figures(clock: ClockMeter) -> None:
-    run = bench.run_phases(FakeEngine(clock), clock, spec(idle_s=0), progress=False)  # type: ignore[arg-type]
-    rows = bench.attribute(run, PowerTrace.empty())
+    run = phases.run_phases(FakeEngine(clock), clock, spec(idle_s=0), progress=False)  # type: ignore[arg-type]
+    rows = accounting.account_energy(run, PowerTrace.empty())
     assert run.idle is None
     assert all(r["direct_energy_j"] is None and r["net_energy_j"] is None for r in rows)
     assert all(r["conservation_pct"] is None for r in rows)
 
 
 def test_energy_taken_from_the_trace_is_not_checked_against_itself(clock: ClockMeter) -> None:
-    run = bench.run_phases(FakeEngine(clock), clock, spec(idle_s=0), progress=False)  # type: ignore[arg-type]
+    run = phases.run_phases(FakeEngine(clock), clock, spec(idle_s=0), progress=False)  # type: ignore[arg-type]
     for row in run.rows:
         if "_window" in row:
             w = row["_window"]
-            row["_window"] = bench.Window(
+            row["_window"] = phases.Window(
                 w.time_s, w.energy_j, w.repeats, {"dev": "nvml-trace"}, w.start_s, w.end_s, w.calls
             )
-    rows = bench.attribute(run, clock.trace())
+    rows = accounting.account_energy(run, clock.trace())
     assert all(r["conservation_pct"] is None for r in rows)
     assert all(r["direct_energy_j"] is not None for r in rows)  # direct phases still work

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from joulebench.harness.engines import make_engine
-from joulebench.models import precisions
+from joulebench.models import precisions, variants
 from joulebench.study.config import validate
 
 #: A quantization: section that differs from every default.
@@ -38,7 +38,7 @@ def captured(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any
 
 
 def load_bnb(tiny_model: Path, name: str, quantization: dict[str, Any]) -> None:
-    load = precisions.load_settings(precisions.get_precision(name), quantization)
+    load = variants.load_settings(precisions.get_precision(name), quantization)
     manifest = {"checkpoint": None, "load": load}
     make_engine("transformers", str(tiny_model), name, "cuda", variant=manifest).load()
 
@@ -95,7 +95,7 @@ def test_defaults_are_the_seed_studys(tiny_model: Path, captured: dict[str, Any]
 
 @pytest.mark.parametrize("name", ["bnb-int8", "bnb-nf4", "bnb-fp4"])
 def test_manifest_records_the_compute_dtype(name: str, tiny_model: Path) -> None:
-    manifest = precisions.variant_manifest(tiny_model, precisions.get_precision(name), SETTINGS)
+    manifest = variants.variant_manifest(tiny_model, precisions.get_precision(name), SETTINGS)
     q = manifest["quantization"]
     assert q["method"] == "bitsandbytes"
     assert q["scheme"] == name.removeprefix("bnb-")

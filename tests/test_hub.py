@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from hubserver import LFS_SUFFIXES, LoopbackHub, Repo, git_blob_id
 from joulebench.core.errors import ConfigError, ModelSourceError
-from joulebench.models import sources as models
+from joulebench.models import prepared, shapes, sources, synthetic
+from joulebench.models.hub import download
 
 REPO_ID = "joulebench-test/tiny"
 GATED_ID = "joulebench-test/tiny-gated"
@@ -35,7 +36,7 @@ def tiny_seed1(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from conftest import TINY_OVERRIDES
 
     out = tmp_path_factory.mktemp("models") / "tiny-seed1"
-    return models.synthesize(out, "tiny-llama", TINY_OVERRIDES, seed=1, tokenizer_vocab_size=512)
+    return synthetic.synthesize(out, "tiny-llama", TINY_OVERRIDES, seed=1, tokenizer_vocab_size=512)
 
 
 class Hub(LoopbackHub):
@@ -49,7 +50,7 @@ def files_of(model_dir: Path) -> dict[str, bytes]:
     return {
         p.relative_to(model_dir).as_posix(): p.read_bytes()
         for p in sorted(model_dir.rglob("*"))
-        if p.is_file() and p.name != models.SOURCE_FILE
+        if p.is_file() and p.name != prepared.SOURCE_FILE
     }
 
 
@@ -135,8 +136,8 @@ def leftovers(*roots: Path) -> list[str]:
 def test_download_checks_and_records_every_files_hash(
     hub: Hub, online: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    out = models.prepare(entry(REPO_ID, hub.first), tmp_path / "m", "models[0]", online)
-    source = json.loads((out / models.SOURCE_FILE).read_text())
+    out = sources.prepare(entry(REPO_ID, hub.first), tmp_path / "m", "models[0]", online)
+    source = json.loads((out / prepared.SOURCE_FILE).read_text())
     assert (source["repo"], source["revision"]) == (REPO_ID, hub.first)
     expected = {
         name: hashlib.sha256(data).hexdigest() for name, data in files_of(tiny_model).items()
@@ -164,15 +165,15 @@ def test_download_checks_and_records_every_files_hash(
 def test_a_second_prepare_reads_the_cache_and_a_new_revision_downloads(
     hub: Hub, online: Path, tmp_path: Path
 ) -> None:
-    models.prepare(entry(REPO_ID, hub.first), tmp_path / "a", "models[0]", online)
+    sources.prepare(entry(REPO_ID, hub.first), tmp_path / "a", "models[0]", online)
     hub.clear_log()
-    again = models.prepare(entry(REPO_ID, hub.first), tmp_path / "b", "models[0]", online)
+    again = sources.prepare(entry(REPO_ID, hub.first), tmp_path / "b", "models[0]", online)
     assert hub.requests == []  # not even a listing
     assert (again / "config.json").is_file()
-    models.prepare(entry(REPO_ID, hub.second), tmp_path / "c", "models[0]", online)
+    sources.prepare(entry(REPO_ID, hub.second), tmp_path / "c", "models[0]", online)
     assert f"/{REPO_ID}/resolve/{hub.second}/model.safetensors" in hub.transfers()
-    first = json.loads((tmp_path / "a" / models.SOURCE_FILE).read_text())["files"]
-    second = json.loads((tmp_path / "c" / models.SOURCE_FILE).read_text())["files"]
+    first = json.loads((tmp_path / "a" / prepared.SOURCE_FILE).read_text())["files"]
+    second = json.loads((tmp_path / "c" / prepared.SOURCE_FILE).read_text())["files"]
     assert first["model.safetensors"]["sha256"] != second["model.safetensors"]["sha256"]
 
 
@@ -180,7 +181,7 @@ def test_a_dropped_connection_resumes_where_it_broke_off(
     hub: Hub, online: Path, tmp_path: Path
 ) -> None:
     hub.faults.drop["model.safetensors"] = (DROP_AT, 1)
-    out = models.prepare(entry(BIG_ID, hub.big), tmp_path / "big", "models[0]", online)
+    out = sources.prepare(entry(BIG_ID, hub.big), tmp_path / "big", "models[0]", online)
     ranges = [r["range"] for r in hub.requests if r["method"] == "GET" and r["range"]]
     (resumed,) = ranges  # one resume, from a point the first connection had reached
     start = int(str(resumed).removeprefix("bytes=").split("-")[0])
@@ -246,7 +247,7 @@ def test_each_fault_is_one_line_naming_the_entry_and_leaves_nothing(
         hub.faults.corrupt.add(setup["corrupt"])
     spec = {**entry(repo, rev), "name": "llama-pinned"}
     with pytest.raises(ModelSourceError) as err:
-        models.prepare(spec, tmp_path / "m", "models[3]", online)
+        sources.prepare(spec, tmp_path / "m", "models[3]", online)
     message = str(err.value)
     assert message.startswith("models[3] ('llama-pinned'): ")
     assert fragment in message
@@ -258,7 +259,7 @@ def test_each_fault_is_one_line_naming_the_entry_and_leaves_nothing(
         # the bad blob is gone and the snapshot is not marked verified: a rerun fetches it anew
         assert not list(online.glob("verified/*/*.json"))
         hub.faults.corrupt.clear()
-        out = models.prepare(spec, tmp_path / "m", "models[3]", online)
+        out = sources.prepare(spec, tmp_path / "m", "models[3]", online)
         served = hub.repos[repo].commits[rev][setup["corrupt"]]
         assert (out / setup["corrupt"]).read_bytes() == served
 
@@ -267,20 +268,20 @@ def test_gated_repo_with_the_token_downloads(
     hub: Hub, online: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_TOKEN", hub.token)
-    out = models.prepare(entry(GATED_ID, hub.first), tmp_path / "g", "models[0]", online)
+    out = sources.prepare(entry(GATED_ID, hub.first), tmp_path / "g", "models[0]", online)
     assert hub.transfers()  # there were downloads, each with the token
     assert all(r["authorized"] for r in hub.requests if "/resolve/" in str(r["path"]))
-    assert hub.token not in (out / models.SOURCE_FILE).read_text()
+    assert hub.token not in (out / prepared.SOURCE_FILE).read_text()
 
 
 def test_a_prequantized_checkpoint_from_the_hub_is_checked_against_its_entry(
     hub: Hub, online: Path, tmp_path: Path
 ) -> None:
     spec = {**entry(CT_ID, hub.ct), "quantization": "compressed-tensors"}
-    out = models.prepare(spec, tmp_path / "ct", "models[1]", online)
-    assert models.checkpoint_quantization(out)["quant_method"] == "compressed-tensors"
+    out = sources.prepare(spec, tmp_path / "ct", "models[1]", online)
+    assert shapes.checkpoint_quantization(out)["quant_method"] == "compressed-tensors"
     with pytest.raises(ConfigError, match=r"models\[1\]\.quantization.*declares 'gptq'"):
-        models.prepare({**spec, "quantization": "gptq"}, tmp_path / "wrong", "models[1]", online)
+        sources.prepare({**spec, "quantization": "gptq"}, tmp_path / "wrong", "models[1]", online)
     assert not (tmp_path / "wrong").exists()
     assert leftovers(tmp_path) == []
 
@@ -290,13 +291,13 @@ def test_offline_without_a_cached_copy_says_what_to_do(
 ) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelSourceError, match=r"models\[0\] \('m'\): HF_HUB_OFFLINE is set"):
-        models.prepare(entry(REPO_ID, hub.first), tmp_path / "m", "models[0]", online)
+        sources.prepare(entry(REPO_ID, hub.first), tmp_path / "m", "models[0]", online)
     assert hub.requests == []
 
 
 def test_a_branch_name_never_reaches_the_hub(hub: Hub, online: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelSourceError, match="'main' is not a 40-character commit hash"):
-        models.download(tmp_path / "m", REPO_ID, "main", online, "models[0] ('m')")
+        download(tmp_path / "m", REPO_ID, "main", online, "models[0] ('m')")
     assert hub.requests == []
 
 

@@ -20,7 +20,7 @@ from joulebench.harness.memory import (
     is_out_of_memory,
 )
 from joulebench.models.precisions import get_precision
-from joulebench.models.sources import architecture
+from joulebench.models.shapes import architecture
 from joulebench.results import analysis, plots
 from joulebench.study.specs import BenchSpec
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from joulebench.core.errors import ConfigError
-from joulebench.models.precisions import PRECISIONS, check_support, get_precision, load_settings
+from joulebench.models.precisions import PRECISIONS, check_support, get_precision
+from joulebench.models.variants import load_settings
 from joulebench.study import config, matrix
 
 BASE: dict[str, Any] = {

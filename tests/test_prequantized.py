@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from conftest import assert_exact_new_tokens, capture_generate
 from joulebench.core.errors import ConfigError
-from joulebench.models import precisions
-from joulebench.models import sources as models
+from joulebench.models import precisions, shapes, sources, variants
 from joulebench.study import config
 
 #: What a GPTQ checkpoint's config.json says (as written by gptqmodel / AutoGPTQ).
@@ -52,16 +51,16 @@ def study(model_dir: Path, quantization: str | None) -> dict[str, Any]:
 
 
 def test_declared_format_must_match_the_checkpoint(gptq_dir: Path, tiny_model: Path) -> None:
-    models.check_declared_quantization(gptq_dir, "gptq", "models[0].quantization")
+    shapes.check_declared_quantization(gptq_dir, "gptq", "models[0].quantization")
     with pytest.raises(ConfigError) as err:
-        models.check_declared_quantization(gptq_dir, "awq", "models[0].quantization")
+        shapes.check_declared_quantization(gptq_dir, "awq", "models[0].quantization")
     message = str(err.value)
     assert "models[0].quantization" in message
     assert "declares 'awq'" in message and "quant_method 'gptq'" in message
     with pytest.raises(ConfigError, match="has no quantization_config"):
-        models.check_declared_quantization(tiny_model, "gptq", "models[0].quantization")
+        shapes.check_declared_quantization(tiny_model, "gptq", "models[0].quantization")
     with pytest.raises(ConfigError, match=r"is not set, but .* is a gptq checkpoint"):
-        models.check_declared_quantization(gptq_dir, None, "models[0].quantization")
+        shapes.check_declared_quantization(gptq_dir, None, "models[0].quantization")
 
 
 def test_config_validation_checks_a_local_checkpoint(gptq_dir: Path) -> None:
@@ -76,13 +75,13 @@ def test_prepare_rejects_a_mismatch_and_leaves_nothing(gptq_dir: Path, tmp_path:
     spec = {"name": "q", "source": "local", "path": str(gptq_dir), "quantization": "awq"}
     out = tmp_path / "results" / "models" / "q"
     with pytest.raises(ConfigError, match=r"models\[3\]\.quantization.*'gptq'"):
-        models.prepare(spec, out, key="models[3]")
+        sources.prepare(spec, out, key="models[3]")
     assert not out.exists() and not out.is_symlink()
-    assert models.prepare({**spec, "quantization": "gptq"}, out).is_symlink()
+    assert sources.prepare({**spec, "quantization": "gptq"}, out).is_symlink()
 
 
 def test_manifest_records_the_shipped_quantization(gptq_dir: Path) -> None:
-    manifest = precisions.variant_manifest(gptq_dir, precisions.get_precision("prequantized"))
+    manifest = variants.variant_manifest(gptq_dir, precisions.get_precision("prequantized"))
     q = manifest["quantization"]
     assert (q["method"], q["bits"], q["group_size"]) == ("gptq", 4, 128)
     assert q["config"] == GPTQ
@@ -95,7 +94,7 @@ def test_shipped_quantization_of_other_formats(tmp_path: Path) -> None:
         (tmp_path / "config.json").write_text(
             json.dumps({"quantization_config": quantization_config})
         )
-        return precisions.shipped_quantization(tmp_path)
+        return variants.shipped_quantization(tmp_path)
 
     awq = shipped({"quant_method": "awq", "bits": 4, "group_size": 64, "version": "gemm"})
     assert awq is not None and (awq["bits"], awq["group_size"]) == (4, 64)
@@ -109,7 +108,7 @@ def test_shipped_quantization_of_other_formats(tmp_path: Path) -> None:
     )
     assert ct is not None and (ct["bits"], ct["group_size"]) == (4, 32)
     (tmp_path / "config.json").write_text("{}")
-    assert precisions.shipped_quantization(tmp_path) is None
+    assert variants.shipped_quantization(tmp_path) is None
 
 
 def test_transformers_runs_a_prequantized_compressed_tensors_checkpoint(
@@ -123,7 +122,7 @@ def test_transformers_runs_a_prequantized_compressed_tensors_checkpoint(
         tiny_model, precisions.get_precision("ct-w8a8"), {"ignore": ["lm_head"]}, tmp_path / "m"
     ).path
     config.validate({**study(shipped, "compressed-tensors"), "engines": ["transformers"]})
-    manifest = precisions.variant_manifest(shipped, precisions.get_precision("prequantized"))
+    manifest = variants.variant_manifest(shipped, precisions.get_precision("prequantized"))
     assert manifest["quantization"]["method"] == "compressed-tensors"
     assert manifest["quantization"]["bits"] == 8
     engine = make_engine("transformers", str(shipped), "prequantized", "cpu", variant=manifest)

@@ -11,7 +11,7 @@ from conftest import TINY_OVERRIDES, assert_exact_new_tokens, capture_generate
 from joulebench.cli import main
 from joulebench.core.errors import ConfigError
 from joulebench.harness.engines import make_engine
-from joulebench.models import precisions, quantize
+from joulebench.models import precisions, quantize, variants
 
 CT_VARIANTS = ("ct-w4a16", "ct-w8a16", "ct-w8a8", "ct-fp8")
 
@@ -53,7 +53,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
 
 @pytest.fixture(scope="module")
 def quant_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from joulebench.models.sources import synthesize
+    from joulebench.models.synthetic import synthesize
 
     out = tmp_path_factory.mktemp("models") / "tiny-q"
     return synthesize(out, "tiny-llama", QUANT_OVERRIDES, seed=0, tokenizer_vocab_size=512)
@@ -161,8 +161,8 @@ def test_weights_round_to_nearest(
 def test_checkpoints_are_smaller_than_bf16(
     quant_model: Path, checkpoints: dict[str, quantize.QuantizedCheckpoint]
 ) -> None:
-    bf16 = precisions.weight_bytes(quant_model, precisions.get_precision("bf16"))["weight_bytes"]
-    size = {n: precisions.checkpoint_bytes(c.path) for n, c in checkpoints.items()}
+    bf16 = variants.weight_bytes(quant_model, precisions.get_precision("bf16"))["weight_bytes"]
+    size = {n: variants.checkpoint_bytes(c.path) for n, c in checkpoints.items()}
     assert all(s < bf16 for s in size.values()), (size, bf16)
     assert size["ct-w4a16"] < size["ct-w8a16"]
 
@@ -282,4 +282,4 @@ def test_cli_variant_refuses_ct_and_points_to_quantize(
     assert "joulebench quantize" in caplog.text
     assert not out.exists()
     with pytest.raises(ConfigError, match="joulebench quantize"):
-        precisions.variant_manifest(quant_model, precisions.get_precision("ct-w8a8"))
+        variants.variant_manifest(quant_model, precisions.get_precision("ct-w8a8"))

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from joulebench.energy import make_meter
-from joulebench.harness import bench
+from joulebench.harness import accounting, phases
 from joulebench.harness.engines import make_engine
-from joulebench.models.sources import synthesize
+from joulebench.models.synthetic import synthesize
 from joulebench.study.specs import BenchSpec
 from perfkit import Figure, OthersCpu, machine_load
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     lines: list[str] = []
     others = OthersCpu().__enter__()  # ended after the sweep, whatever happens in it
     try:
-        idle = bench.measure_idle(meter, args.idle_s)  # once, before any model is loaded
+        idle = phases.measure_idle(meter, args.idle_s)  # once, before any model is loaded
         idle_w = idle.total_j / idle.time_s if idle else float("nan")
         info = meter.describe()
         gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
@@ -174,9 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                     args.output_len,
                     measurement,
                 )
-                run = bench.run_phases(engine, meter, spec, progress=False, idle_s=0)
+                run = phases.run_phases(engine, meter, spec, progress=False, idle_s=0)
                 run.idle = idle
-                s = summarize(bench.attribute(run, meter.trace()))
+                s = summarize(accounting.account_energy(run, meter.trace()))
                 line = (
                     f"{precision + ' bs' + str(batch):<22}{s['prefill_sub']:>15.4g}"
                     f"{s['prefill_direct']:>10.4g}{s['decode_sub']:>14.4g}"

@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 from joulebench.energy import make_meter
-from joulebench.harness import bench
+from joulebench.harness import phases
 from joulebench.harness.engines import EngineOptions, make_engine
-from joulebench.models.sources import synthesize
+from joulebench.models.synthetic import synthesize
 from joulebench.study.specs import BenchSpec
 from perfkit import Figure, OthersCpu, report
 
@@ -93,7 +93,7 @@ def main() -> int:
         rates_bare.append(b * n_out / (time.perf_counter() - t))
 
     def run_joulebench() -> None:
-        rows = bench.run_phases(engine, meter, spec, progress=False).rows
+        rows = phases.run_phases(engine, meter, spec, progress=False).rows
         full = next(r for r in rows if r["phase"] == "full")
         rates_jb.append(full["tokens"] / full["time_s"])
 

@@ -31,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/fakeserver.py
 
 from fakeserver import FakeServerProcess  # noqa: E402
-from joulebench import loadgen  # noqa: E402
+from joulebench.serving import loadgen  # noqa: E402
 from joulebench.workload.arrivals import ArrivalSpec, schedule  # noqa: E402
 from perfkit import Figure, OthersCpu  # noqa: E402
 

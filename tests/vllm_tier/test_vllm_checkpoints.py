@@ -123,7 +123,7 @@ def test_this_host_has_a_known_x86_level() -> None:
 @pytest.fixture(scope="module")
 def quant_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import vllm  # noqa: F401  (the tier runs in .venv-vllm: a broken install fails, not skips)
-    from joulebench.models.sources import synthesize
+    from joulebench.models.synthetic import synthesize
 
     out = tmp_path_factory.mktemp("models") / "tiny-q"
     return synthesize(out, "tiny-llama", QUANT_OVERRIDES, seed=0, tokenizer_vocab_size=512)

@@ -26,7 +26,7 @@ rule aggregate:
         analysis=analysis_json(),
         code=CODE["aggregate"],
     run:
-        joulebench(
+        run_step(
             "aggregate",
             log[0],
             *input.records,
@@ -53,7 +53,7 @@ rule aggregate_serving:
     params:
         code=CODE["aggregate-serving"],
     run:
-        joulebench(
+        run_step(
             "aggregate-serving",
             log[0],
             *input.records,
@@ -79,7 +79,7 @@ rule provenance_audit:
         checkout=CODE["bench"],
         code=CODE["audit"],
     run:
-        joulebench(
+        run_step(
             "provenance",
             log[0],
             *input.records,

@@ -25,7 +25,7 @@ rule benchmark:
         spec=bench_spec_json,
         code=CODE["bench"],
     run:
-        joulebench(
+        run_step(
             "bench",
             log[0],
             model_dir=input.model,

@@ -15,7 +15,8 @@ from joulebench.study import matrix as jb_matrix
 from joulebench.study import specs as jb_specs
 from joulebench.study.points import WILDCARD as POINT_WILDCARD
 from joulebench.core.errors import ConfigError
-from joulebench.models.sources import architecture, cache_dir, parameter_count
+from joulebench.models.hub import cache_dir
+from joulebench.models.shapes import architecture, parameter_count
 from joulebench.results.plots import FIGURES, SERVING_FIGURES
 from joulebench.models.precisions import PRECISIONS
 from joulebench.provenance.record import source_hash
@@ -91,7 +92,7 @@ def figure_outputs(stem, caption, category, labels, image_in_report=False):
 #: GPUs per serving job: one on a `device: cuda` study, none otherwise (`auto` asks for none,
 #: so a cluster never spends GPU hours on a maybe). Profiles pick the scheduler's spelling
 #: (`gpu`/`gpu_model` → --gpus, or `gres`), see profiles/slurm.
-BENCH_GPUS = 1 if CONFIG["device"] == "cuda" else 0
+SERVING_GPUS = 1 if CONFIG["device"] == "cuda" else 0
 
 
 def bench_gpus(wildcards):
@@ -268,7 +269,7 @@ def final_outputs():
     return outputs
 
 
-def joulebench(command, log, *positional, **options):
+def run_step(command, log, *positional, **options):
     """Run `joulebench COMMAND` as an argument list (no shell), its output into ``log``.
 
     Options are written as flags (``model_dir=x`` → ``--model-dir x``; ``quiet=True`` →

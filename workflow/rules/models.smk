@@ -20,7 +20,7 @@ rule download_model:
         key=model_config_key,
         code=CODE["prepare-model"],
     run:
-        joulebench(
+        run_step(
             "prepare-model",
             log[0],
             spec_json=params.spec,
@@ -48,7 +48,7 @@ rule prepare_model:
         key=model_config_key,
         code=CODE["prepare-model"],
     run:
-        joulebench(
+        run_step(
             "prepare-model",
             log[0],
             spec_json=params.spec,

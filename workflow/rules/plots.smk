@@ -25,7 +25,7 @@ rule plot:
         stem=lambda wildcards, output: output.html.removesuffix(".html"),
         code=CODE["plot"],
     run:
-        joulebench(
+        run_step(
             "plot",
             log[0],
             wildcards.figure,
@@ -52,7 +52,7 @@ rule plot_power:
         stem=lambda wildcards, output: output.html.removesuffix(".html"),
         code=CODE["plot"],
     run:
-        joulebench(
+        run_step(
             "plot-power",
             log[0],
             input.record,
@@ -79,7 +79,7 @@ rule plot_serving:
         stem=lambda wildcards, output: output.html.removesuffix(".html"),
         code=CODE["plot-serving"],
     run:
-        joulebench(
+        run_step(
             "plot-serving",
             log[0],
             wildcards.serving_figure,

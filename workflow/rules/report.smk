@@ -21,7 +21,7 @@ rule findings:
         analysis=analysis_json(),
         code=CODE["findings"],
     run:
-        joulebench(
+        run_step(
             "findings",
             log[0],
             summary=input.summary,

@@ -23,7 +23,7 @@ rule serve:
         "results/benchmarks/serving/{model}/{precision}/{server}.tsv"
     threads: bench_threads()
     resources:
-        gpu=BENCH_GPUS,
+        gpu=SERVING_GPUS,
         runtime="60m",
         mem_mb=job_mem_mb,
     params:
@@ -31,7 +31,7 @@ rule serve:
         code=CODE["serve"],
         out_dir=lambda wildcards, output: os.path.dirname(output.server_log),
     run:
-        joulebench(
+        run_step(
             "serve",
             log[0],
             model_dir=input.model,
@@ -59,7 +59,7 @@ rule plot_serving_power:
         stem=lambda wildcards, output: output.html.removesuffix(".html"),
         code=CODE["plot-serving"],
     run:
-        joulebench(
+        run_step(
             "plot-serving-power",
             log[0],
             input.record,

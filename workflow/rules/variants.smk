@@ -21,7 +21,7 @@ rule describe_variant:
         quantization=quantization_json(),
         code=CODE["variant"],
     run:
-        joulebench(
+        run_step(
             "variant",
             log[0],
             model_dir=input.model,
@@ -51,7 +51,7 @@ rule quantize_variant:
         quantization=quantization_json(),
         code=CODE["quantize"],
     run:
-        joulebench(
+        run_step(
             "quantize",
             log[0],
             model_dir=input.model,

@@ -18,22 +18,22 @@ CACHE_HELP = "the shared model cache (default: $JOULEBENCH_CACHE_DIR or ~/.cache
 
 
 def cmd_prepare_model(args: argparse.Namespace) -> None:
-    from joulebench.models import sources as models
+    from joulebench.models.hub import cache_dir
+    from joulebench.models.sources import prepare
     from joulebench.study.config import check_model_entry
 
     try:
         spec = check_model_entry(inputs.json_object(args.spec_json, "--spec-json"), args.config_key)
     except ConfigError as err:
         raise inputs.ArgumentError(f"--spec-json ({err.key})", err.message) from None
-    models.prepare(
-        spec, Path(args.out), key=args.config_key, cache=models.cache_dir(args.cache_dir)
-    )
+    prepare(spec, Path(args.out), key=args.config_key, cache=cache_dir(args.cache_dir))
     log.info("model '%s' ready in %s", spec["name"], args.out)
 
 
 def cmd_variant(args: argparse.Namespace) -> None:
     from joulebench.core.atomic import write_json
-    from joulebench.models.precisions import get_precision, variant_manifest
+    from joulebench.models.precisions import get_precision
+    from joulebench.models.variants import variant_manifest
 
     model_dir = inputs.model_dir(args.model_dir, "--model-dir")
     precision = get_precision(args.precision, "--precision")
@@ -51,9 +51,10 @@ def cmd_variant(args: argparse.Namespace) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     from joulebench.core.atomic import write_json
-    from joulebench.models.precisions import get_precision, variant_manifest
+    from joulebench.models.hub import cache_dir
+    from joulebench.models.precisions import get_precision
     from joulebench.models.quantize import cached_checkpoint
-    from joulebench.models.sources import cache_dir
+    from joulebench.models.variants import variant_manifest
 
     model_dir = inputs.model_dir(args.model_dir, "--model-dir")
     precision = get_precision(args.precision, "--precision")
@@ -82,7 +83,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
-    from joulebench.models.sources import PRESETS
+    from joulebench.models.shapes import PRESETS
 
     for name, arch in PRESETS.items():
         print(

@@ -3,30 +3,24 @@
 Method (the seed study's, made explicit): prefill = generate(max_new_tokens=1); full =
 generate(max_new_tokens=output_len) with early stopping disabled; decode = full − prefill,
 for energy and time alike. Both raw windows are kept in the record beside the derived one.
-
-Beside that subtraction method, phases are measured directly: every full generation marks its
-first token in time, and the power trace is integrated over [start, first token] (prefill) and
-[first token, end] (decode). The record reports both and their disagreement, the idle power
-measured before the job (gross and net energy side by side), and for every window the trace
-integral against the meter's own figure (the conservation check).
+The windows are measured in :mod:`~joulebench.harness.phases`; net energy, the conservation
+check and the direct phase split (the power trace over [start, first token] and [first token,
+end]) are worked out in :mod:`~joulebench.harness.accounting`. This module runs the two for one
+configuration (engine, meter, memory check) and assembles the record.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from joulebench.core.errors import UnsupportedError
 from joulebench.core.hostcpu import host_cpu
-from joulebench.energy import Meter, PowerTrace, idle_baseline, make_meter
-from joulebench.harness.engines import Engine, EngineOptions, make_engine
+from joulebench.energy import PowerTrace, make_meter
+from joulebench.harness.accounting import account_energy, energy_method
+from joulebench.harness.engines import EngineOptions, make_engine
 from joulebench.harness.memory import (
     InfeasibleError,
     available_bytes,
@@ -34,241 +28,16 @@ from joulebench.harness.memory import (
     estimate_need,
     is_out_of_memory,
 )
-from joulebench.models.precisions import Precision, weight_bytes
-from joulebench.models.sources import source_info
+from joulebench.harness.phases import run_phases
+from joulebench.models.precisions import Precision
+from joulebench.models.prepared import source_info
+from joulebench.models.variants import weight_bytes
 from joulebench.provenance import record as provenance
 from joulebench.study.specs import BenchSpec
 
 log = logging.getLogger(__name__)
 
 RECORD_SCHEMA = "joulebench.record/2"
-#: Idle baseline when ``measurement.idle_s`` is left unset: a hardware counter needs seconds to
-#: settle on a figure; the CPU estimate is a formula and needs only enough CPU-time ticks.
-DEFAULT_IDLE_S = {"counter": 5.0, "estimate": 0.5}
-
-#: One call inside a window: (start, first token or NaN, end) on ``time.perf_counter``.
-Call = tuple[float, float, float]
-
-
-@dataclass(frozen=True)
-class Window:
-    """One measured window, already divided by the number of calls it held."""
-
-    time_s: float
-    energy_j: dict[str, float]
-    repeats: int
-    sources: dict[str, str] = field(default_factory=dict)
-    start_s: float = math.nan
-    end_s: float = math.nan
-    calls: tuple[Call, ...] = ()
-
-    @property
-    def total_j(self) -> float:
-        return float(sum(self.energy_j.values()))
-
-
-def measure(meter: Meter, key: str, fn: Callable[[], float | None], min_window_s: float) -> Window:
-    """Measure ``fn`` in one meter window, calling it until the window is ``min_window_s`` long.
-
-    Energy counters update every 20–100 ms and sample power only part of the time, so a short
-    window is repeated inside one longer window and the result divided per call. ``fn`` may
-    return the time of its first token, which is kept with the call's start and end.
-    """
-    meter.begin_window(key)
-    start = time.perf_counter()
-    calls: list[Call] = []
-    while True:
-        c0 = time.perf_counter()
-        first = fn()
-        c1 = time.perf_counter()
-        calls.append((c0, math.nan if first is None else first, c1))
-        if c1 - start >= min_window_s:
-            break
-    m = meter.end_window(key)
-    n = len(calls)
-    return Window(
-        m.time_s / n,
-        {d: e / n for d, e in m.energy_j.items()},
-        n,
-        dict(m.sources),
-        m.start_s if math.isfinite(m.start_s) else start,
-        m.end_s if math.isfinite(m.end_s) else calls[-1][2],
-        tuple(calls),
-    )
-
-
-def measure_idle(meter: Meter, seconds: float) -> Window | None:
-    """Energy of ``seconds`` of doing nothing (model loaded, before any generation)."""
-    m = idle_baseline(meter, seconds)
-    if m is None:
-        return None
-    return Window(m.time_s, dict(m.energy_j), 1, dict(m.sources), m.start_s, m.end_s)
-
-
-def idle_seconds(measurement: dict[str, Any], meter_source: str) -> float:
-    """``measurement.idle_s``, or its default for this meter when unset."""
-    if measurement.get("idle_s") is not None:
-        return float(measurement["idle_s"])
-    return DEFAULT_IDLE_S["estimate" if meter_source == "estimate" else "counter"]
-
-
-@dataclass
-class PhaseRun:
-    """Everything ``run_phases`` measured: rows per repetition and phase, idle, timeline."""
-
-    rows: list[dict[str, Any]]
-    idle: Window | None
-    timeline: list[dict[str, Any]]
-    origin: float
-
-
-def _row(rep: int, phase: str, method: str, w: Window, inp: int, out: int, tokens: int) -> dict:
-    return {
-        "rep": rep,
-        "phase": phase,
-        "method": method,
-        "time_s": w.time_s,
-        "energy_j": w.total_j,
-        "energy_by_device_j": w.energy_j,
-        "energy_sources": w.sources,
-        "window_repeats": w.repeats,
-        "input_tokens": inp,
-        "output_tokens": out,
-        "tokens": tokens,
-    }
-
-
-def run_phases(
-    engine: Engine,
-    meter: Meter,
-    spec: BenchSpec,
-    progress: bool = True,
-    idle_s: float | None = None,
-) -> PhaseRun:
-    """Idle baseline, warm up, then measure prefill and full generation ``repetitions`` times."""
-    m = spec.measurement
-    b, n_in, n_out = spec.batch_size, spec.input_len, spec.output_len
-    inputs = engine.make_inputs(b, n_in, m["seed"])
-    origin = time.perf_counter()
-    timeline: list[dict[str, Any]] = []
-    idle = measure_idle(meter, idle_seconds(m, meter.source) if idle_s is None else idle_s)
-    if idle is not None:
-        timeline.append({"label": "idle", "start_s": idle.start_s, "end_s": idle.end_s})
-    w0 = time.perf_counter()
-    for _ in tqdm(range(m["warmup_runs"]), desc="warmup", disable=not progress):
-        engine.generate(inputs, n_out)
-    if m["warmup_runs"]:
-        timeline.append({"label": "warmup", "start_s": w0, "end_s": time.perf_counter()})
-
-    def full_call() -> float:
-        marks: list[float] = []
-        engine.generate(inputs, n_out, on_first_token=lambda: marks.append(time.perf_counter()))
-        return marks[0] if marks else math.nan
-
-    def prefill_call() -> None:
-        engine.generate(inputs, 1)
-
-    rows: list[dict] = []
-    for rep in tqdm(range(m["repetitions"]), desc=spec.config_id, disable=not progress):
-        prefill = measure(meter, f"prefill-{rep}", prefill_call, m["min_window_s"])
-        full = measure(meter, f"full-{rep}", full_call, m["min_window_s"])
-        decode = Window(
-            full.time_s - prefill.time_s,
-            {d: full.energy_j[d] - prefill.energy_j.get(d, 0.0) for d in full.energy_j},
-            0,
-            full.sources,
-        )
-        for label, w in (("prefill window", prefill), ("full window", full)):
-            timeline.append({"label": label, "start_s": w.start_s, "end_s": w.end_s, "rep": rep})
-        rows += [
-            _row(rep, "prefill", "measured", prefill, b * n_in, b, b * n_in) | {"_window": prefill},
-            _row(rep, "full", "measured", full, b * n_in, b * n_out, b * n_out) | {"_window": full},
-            _row(rep, "decode", "full-minus-prefill", decode, 0, b * (n_out - 1), b * (n_out - 1)),
-        ]
-        if m["cooldown_s"] > 0:
-            time.sleep(m["cooldown_s"])
-    return PhaseRun(rows, idle, timeline, origin)
-
-
-def _pct(value: float | None, reference: float) -> float | None:
-    if value is None or not math.isfinite(value) or not reference:
-        return None
-    return 100.0 * (value - reference) / reference
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
-def attribute(run: PhaseRun, trace: PowerTrace) -> list[dict[str, Any]]:
-    """Finish the rows: net energy, trace integrals, conservation and direct phase energy.
-
-    - net = gross − idle power × duration (idle over every device the idle window measured);
-    - conservation_pct = 100 · (trace integral − meter figure) / meter figure, per window,
-      over the devices that have both;
-    - direct phases: the trace over [call start, first token] and [first token, call end] of
-      every full generation, averaged per call; compared with the subtraction method.
-    """
-    idle_w = run.idle.total_j / run.idle.time_s if run.idle and run.idle.time_s > 0 else None
-    traced = set(trace.devices)
-    rows: list[dict[str, Any]] = []
-    by_rep: dict[int, dict[str, dict[str, Any]]] = {}
-    fulls: dict[int, Window] = {}
-    for row in run.rows:
-        row = dict(row)
-        w: Window | None = row.pop("_window", None)
-        row["idle_power_w"] = idle_w
-        row["net_energy_j"] = row["energy_j"] - idle_w * row["time_s"] if idle_w else None
-        row |= {
-            "trace_energy_j": None,
-            "conservation_pct": None,
-            "direct_energy_j": None,
-            "direct_time_s": None,
-            "direct_vs_subtraction_pct": None,
-            "start_s": None,
-            "end_s": None,
-            "calls": [],
-        }
-        if w is not None:
-            row["start_s"], row["end_s"] = w.start_s - run.origin, w.end_s - run.origin
-            row["calls"] = [[round(x - run.origin, 6) for x in c] for c in w.calls]
-            # a device whose window energy already came from the trace cannot check itself
-            both = sorted(
-                d for d in set(w.energy_j) & traced if not w.sources.get(d, "").endswith("-trace")
-            )
-            if both:
-                t_j = trace.total_energy([w.start_s], [w.end_s], both) / w.repeats
-                row["trace_energy_j"] = _finite(t_j)
-                row["conservation_pct"] = _pct(t_j, sum(w.energy_j[d] for d in both))
-        by_rep.setdefault(row["rep"], {})[row["phase"]] = row
-        rows.append(row)
-        if w is not None and row["phase"] == "full":
-            fulls[row["rep"]] = w
-    for rep, w in fulls.items():
-        _direct(by_rep[rep], w, trace, traced)
-    return rows
-
-
-def _direct(
-    rep_rows: dict[str, dict[str, Any]], full: Window, trace: PowerTrace, traced: set[str]
-) -> None:
-    """Trace-attributed prefill and decode energy of one full window (needs every device)."""
-    calls = [c for c in full.calls if math.isfinite(c[1])]
-    if not calls or not set(full.energy_j) <= traced:
-        return
-    devices = sorted(full.energy_j)
-    starts, firsts, ends = (list(x) for x in zip(*calls, strict=True))
-    n = len(calls)
-    pre_j = trace.total_energy(starts, firsts, devices) / n
-    dec_j = trace.total_energy(firsts, ends, devices) / n
-    pre_s = sum(f - s for s, f in zip(starts, firsts, strict=True)) / n
-    dec_s = sum(e - f for f, e in zip(firsts, ends, strict=True)) / n
-    for phase, j, s in (("prefill", pre_j, pre_s), ("decode", dec_j, dec_s)):
-        row = rep_rows[phase]
-        row["direct_energy_j"], row["direct_time_s"] = _finite(j), s
-        row["direct_vs_subtraction_pct"] = _pct(j, row["energy_j"])
-    rep_rows["full"]["direct_energy_j"] = _finite(pre_j + dec_j)
-    rep_rows["full"]["direct_time_s"] = pre_s + dec_s
 
 
 def run(
@@ -332,7 +101,7 @@ def run(
         if trace_out is not None:
             PowerTrace.empty().save(trace_out)
         return _record(spec, model_dir, variant, started, "infeasible", reason=str(err))
-    rows = attribute(phases, trace)
+    rows = account_energy(phases, trace)
     trace = trace.shifted(phases.origin)
     if trace_out is not None:
         trace.save(trace_out)
@@ -346,7 +115,7 @@ def run(
         meter=meter_info,
         memory=engine.peak_memory(),
         runs=rows,
-        energy_method=_energy_method(
+        energy_method=energy_method(
             meter_info, phases, rows, m, clock_offset, len(trace), trace_out
         ),
     )
@@ -361,48 +130,6 @@ def engine_options(spec: BenchSpec) -> EngineOptions:
         seed=spec.measurement.get("seed", 0),
         vllm=spec.engine_options,
     )
-
-
-def _energy_method(
-    meter_info: dict[str, Any],
-    phases: PhaseRun,
-    rows: list[dict[str, Any]],
-    m: dict[str, Any],
-    clock_offset: float,
-    trace_samples: int,
-    trace_out: str | Path | None,
-) -> dict[str, Any]:
-    """How the energy of a record was measured: meter, fields, rate, idle, repeats, timeline."""
-    idle = phases.idle
-    return {
-        "meter": meter_info["source"],
-        "sources": meter_info.get("sources", {}),
-        "power_fields": meter_info.get("power_fields", {}),
-        "sample_hz": meter_info.get("sample_hz", 0),
-        "idle": None
-        if idle is None
-        else {
-            "duration_s": idle.time_s,
-            "power_w": idle.total_j / idle.time_s,
-            "power_w_by_device": {d: e / idle.time_s for d, e in idle.energy_j.items()},
-        },
-        "min_window_s": m["min_window_s"],
-        "window_repeats": {
-            p: [r["window_repeats"] for r in rows if r["phase"] == p] for p in ("prefill", "full")
-        },
-        "phase_methods": {
-            "subtraction": "prefill = 1-token generate window; decode = full − prefill",
-            "direct": "power trace integrated over [start, first token] and "
-            "[first token, end] of every full generation",
-        },
-        "time_origin_unix": clock_offset + phases.origin,
-        "timeline": [
-            {**t, "start_s": t["start_s"] - phases.origin, "end_s": t["end_s"] - phases.origin}
-            for t in phases.timeline
-        ],
-        "trace_file": Path(trace_out).name if trace_out is not None else None,
-        "trace_samples": trace_samples,
-    }
 
 
 def _check_memory(spec: BenchSpec, model_dir: str, device: str, precision: Precision) -> None:

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from joulebench.core.errors import ConfigError
-from joulebench.models.precisions import Precision, torch_dtype
+from joulebench.models.precisions import Precision
+from joulebench.models.prepared import fingerprint
+from joulebench.models.variants import torch_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -243,7 +245,6 @@ def checkpoint_key(model_dir: Path, precision: Precision, quantization: dict[str
     """What a checkpoint is cached under: the source model's content id, the variant, the
     settings :func:`write_checkpoint` reads, the code that writes it and the libraries' versions.
     """
-    from joulebench.models.sources import fingerprint
     from joulebench.provenance.record import package_versions, source_hash
 
     material = {

@@ -13,7 +13,7 @@ from typing import Any
 from joulebench.core import optional
 from joulebench.core.errors import ConfigError
 from joulebench.models.precisions import check_device, get_precision
-from joulebench.models.sources import (
+from joulebench.models.shapes import (
     PRESETS,
     architecture,
     check_declared_quantization,
@@ -322,7 +322,7 @@ def _known_context(model: dict[str, Any]) -> int | None:
         arch = {**PRESETS[model["architecture"]], **(model.get("overrides") or {})}
         return int(arch["max_position_embeddings"])
     if model["source"] == "local":
-        from joulebench.models.sources import max_context
+        from joulebench.models.shapes import max_context
 
         return max_context(Path(model["path"]))
     return None

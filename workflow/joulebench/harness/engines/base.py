@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from joulebench.core.errors import ConfigError, JoulebenchError
-from joulebench.models.precisions import Precision, check_support, get_precision, load_settings
+from joulebench.models.precisions import Precision, check_support, get_precision
+from joulebench.models.variants import load_settings
 
 
 class GenerationError(JoulebenchError):

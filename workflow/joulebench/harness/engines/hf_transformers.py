@@ -15,7 +15,7 @@ from joulebench.harness.engines.base import (
     process_peak_rss,
     random_prompt_ids,
 )
-from joulebench.models.precisions import apply_transform, torch_dtype
+from joulebench.models.variants import apply_transform, torch_dtype
 
 log = logging.getLogger(__name__)
 
