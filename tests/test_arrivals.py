@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from joulebench.core.errors import ConfigError
-from joulebench.workload.arrivals import ArrivalSpec, check, read_trace, schedule
+from joulebench.workload.arrivals import ArrivalSpec, check, read_replay, schedule
 from joulebench.workload.shaping import ShapingSpec, release_times
 
 
@@ -47,11 +47,11 @@ def test_schedules_are_seeded() -> None:
 def test_trace_replay(tmp_path) -> None:
     path = tmp_path / "trace.csv"
     path.write_text("timestamp,input_len,output_len\n12.5,10,4\n10.0,20,8\n11.0,30,2\n")
-    trace = read_trace(path, 3)
+    trace = read_replay(path, 3)
     assert trace["timestamp"].tolist() == [0.0, 1.0, 2.5]
     assert trace["input_len"].tolist() == [20, 30, 10]
     with pytest.raises(ConfigError, match="3 rows; 5 requests"):
-        read_trace(path, 5)
+        read_replay(path, 5)
 
 
 @pytest.mark.parametrize(

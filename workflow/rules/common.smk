@@ -16,7 +16,7 @@ from joulebench.models.sources import architecture, cache_dir, parameter_count
 from joulebench.results.plots import FIGURES, SERVING_FIGURES
 from joulebench.models.precisions import PRECISIONS
 from joulebench.provenance.record import source_hash
-from joulebench.serving.session import session_specs
+from joulebench.study.serving_specs import session_specs
 
 try:
     CONFIG = jb_config.validate(config)
