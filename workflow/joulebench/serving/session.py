@@ -15,6 +15,9 @@ server's. The estimate models this host's CPU time and is refused for it.
 A server that dies or stops answering fails the session: the load is stopped (a watchdog beside
 it), every request is accounted as completed, failed or not sent, and the error carries those
 counts and the end of the server's log. The failed experiment writes nothing.
+
+An experiment's requests are planned by :mod:`~joulebench.serving.load_plan`; its record's
+latency, energy and load figures are made by :mod:`~joulebench.serving.summaries`.
 """
 
 from __future__ import annotations
