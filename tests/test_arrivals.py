@@ -1,11 +1,23 @@
-"""Arrival processes and shaping: statistics of the schedules and exact release times."""
+"""Arrival processes and shaping: statistics of the schedules and exact release times; the one
+table of processes and their parameters, and that the schema and config/README.md agree with it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
+from conftest import REPO
 from joulebench.core.errors import ConfigError
-from joulebench.workload.arrivals import ArrivalSpec, check, read_trace, schedule
+from joulebench.workload.arrivals import (
+    PARAMETERS,
+    PROCESSES,
+    RATE_PROCESSES,
+    ArrivalSpec,
+    check,
+    checked_entry,
+    read_replay,
+    schedule,
+)
 from joulebench.workload.shaping import ShapingSpec, release_times
 
 
@@ -47,11 +59,11 @@ def test_schedules_are_seeded() -> None:
 def test_trace_replay(tmp_path) -> None:
     path = tmp_path / "trace.csv"
     path.write_text("timestamp,input_len,output_len\n12.5,10,4\n10.0,20,8\n11.0,30,2\n")
-    trace = read_trace(path, 3)
+    trace = read_replay(path, 3)
     assert trace["timestamp"].tolist() == [0.0, 1.0, 2.5]
     assert trace["input_len"].tolist() == [20, 30, 10]
     with pytest.raises(ConfigError, match="3 rows; 5 requests"):
-        read_trace(path, 5)
+        read_replay(path, 5)
 
 
 @pytest.mark.parametrize(
@@ -92,3 +104,93 @@ def test_group_whichever_comes_first() -> None:
     r = release_times(t, ShapingSpec("group", every_ms=1000, max_waiting=3))
     assert r.tolist() == pytest.approx([0.02, 0.02, 0.02, 1.0, 1.0])
     assert np.all(r >= t)
+
+
+# ---------------------------------------------------------------- the table of processes
+
+#: The schema of one ``serving.arrivals[]`` entry.
+ENTRY = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())[
+    "properties"
+]["serving"]["properties"]["arrivals"]["items"]
+#: Keys of an arrivals entry that are no process's parameter.
+NOT_PARAMETERS = {"name", "process", "shaping"}
+#: A valid value of every parameter, for building entries.
+VALID = {
+    "rates": [2.0],
+    "burstiness": 0.5,
+    "break_min": 0.1,
+    "break_max": 0.2,
+    "users": 3,
+    "trace": "arrivals.csv",
+}
+
+
+def test_the_processes_and_their_parameters() -> None:
+    """What configs in use rely on: which keys each process takes (a change here breaks them)."""
+    assert {name: set(p.parameters) for name, p in PROCESSES.items()} == {
+        "constant": {"rates"},
+        "poisson": {"rates"},
+        "gamma": {"rates", "burstiness"},
+        "uniform": {"break_min", "break_max"},
+        "closed": {"users"},
+        "trace": {"trace"},
+    }
+    assert RATE_PROCESSES == ("constant", "poisson", "gamma")
+    assert [n for n, p in PROCESSES.items() if not p.open_loop] == ["closed"]
+    for process in PROCESSES.values():
+        assert process.meaning
+        for param in process.parameters.values():
+            assert param.meaning and (param.required or param.default is not None)
+
+
+def test_schema_process_enum_is_the_table() -> None:
+    assert ENTRY["properties"]["process"]["enum"] == list(PROCESSES)
+    assert ENTRY["required"] == ["name", "process"]
+
+
+def test_schema_parameter_keys_are_the_tables() -> None:
+    assert set(ENTRY["properties"]) - NOT_PARAMETERS == set(PARAMETERS)
+    assert set(VALID) == set(PARAMETERS)  # the values below cover every parameter
+
+
+def test_config_readme_names_every_process_and_parameter() -> None:
+    text = (REPO / "config" / "README.md").read_text()
+    missing = [f"`{name}`" for name in [*PROCESSES, *PARAMETERS] if f"`{name}`" not in text]
+    assert not missing, f"config/README.md does not mention {missing}"
+
+
+@pytest.mark.parametrize("process", list(PROCESSES))
+def test_an_entry_with_its_own_parameters_is_valid(process: str) -> None:
+    own = PROCESSES[process].parameters
+    entry = {"name": "a", "process": process} | {k: VALID[k] for k in own}
+    assert checked_entry(entry, "arrivals[0]", None) == entry
+
+
+@pytest.mark.parametrize(
+    ("process", "other"),
+    [(p, k) for p in PROCESSES for k in PARAMETERS if k not in PROCESSES[p].parameters],
+)
+def test_a_parameter_of_another_process_names_its_key(process: str, other: str) -> None:
+    own = PROCESSES[process].parameters
+    entry = {"name": "a", "process": process, other: VALID[other]} | {k: VALID[k] for k in own}
+    with pytest.raises(ConfigError, match=rf"arrivals\[0\]\.{other}': does not apply") as err:
+        checked_entry(entry, "arrivals[0]", [1.0])
+    assert ", ".join(own) in str(err.value)  # and says which parameters the process takes
+
+
+@pytest.mark.parametrize(
+    ("process", "needed"),
+    [(p, k) for p, proc in PROCESSES.items() for k, par in proc.parameters.items() if par.required],
+)
+def test_a_missing_required_parameter_names_its_key(process: str, needed: str) -> None:
+    own = PROCESSES[process].parameters
+    entry = {"name": "a", "process": process} | {k: VALID[k] for k in own if k != needed}
+    with pytest.raises(ConfigError, match=rf"arrivals\[0\]\.{needed}': process '{process}' needs"):
+        checked_entry(entry, "arrivals[0]", None)
+
+
+def test_rates_default_to_the_serving_rates_and_optional_parameters_get_defaults() -> None:
+    entry = checked_entry({"name": "g", "process": "gamma"}, "arrivals[0]", [1.0, 4.0])
+    assert entry == {"name": "g", "process": "gamma", "burstiness": 1.0}
+    with pytest.raises(ConfigError, match=r"arrivals\[0\]\.rate': must be > 0"):
+        checked_entry({"name": "g", "process": "poisson"}, "arrivals[0]", [0.0])

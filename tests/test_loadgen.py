@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from fakeserver import FakeServerProcess as FakeServer
 from joulebench.serving import loadgen
-from joulebench.serving.loadgen import Request, Target
+from joulebench.serving.pacing import GcInGaps
+from joulebench.serving.protocols import OpenAICompletions, Target
+from joulebench.serving.request import Request, describe_counts, outcome_counts, results_table
+from joulebench.serving.watchdog import LoadAborted, Watchdog
 from joulebench.workload.arrivals import ArrivalSpec, schedule
 from joulebench.workload.shaping import ShapingSpec, release_times
 
@@ -34,7 +37,7 @@ def test_poisson_load_sends_each_request_at_its_time_never_before() -> None:
         results, t0 = loadgen.run(Target(server.url), requests_for(offsets), timeout_s=10)
         arrived = np.array(server.arrivals) - t0
         order = [int(b["prompt"].split()[-1]) for b in server.bodies]
-    table = loadgen.results_table(results).sort("request")
+    table = results_table(results).sort("request")
     assert table.height == 400 and (table["status"] == "ok").all()
     # the schedule it was given is the one recorded, untouched
     assert table["arrival_s"].to_numpy() == pytest.approx(offsets, abs=1e-9)
@@ -55,7 +58,7 @@ def test_every_token_is_timed() -> None:
     offsets = np.array([0.0, 0.01, 0.02])
     with FakeServer(token_delay_s=0.01) as server:
         results, _ = loadgen.run(Target(server.url), requests_for(offsets, out=5), timeout_s=10)
-    table = loadgen.results_table(results)
+    table = results_table(results)
     for row in table.iter_rows(named=True):
         times = np.asarray(row["token_times_s"])
         assert row["output_tokens"] == 5 and times.size == 5
@@ -76,9 +79,9 @@ def test_tgi_protocol_and_output_control() -> None:
         assert server.bodies[0]["parameters"]["max_new_tokens"] == 6
     assert [r.output_tokens for r in results] == [6, 6]
     assert all(r.status == "ok" for r in results)
-    body = loadgen.OpenAICompletions().body("m", Request(0, "p", 1, 7), "min_tokens")
+    body = OpenAICompletions().body("m", Request(0, "p", 1, 7), "min_tokens")
     assert body["min_tokens"] == 7 and body["ignore_eos"] is True
-    body = loadgen.OpenAICompletions().body("m", Request(0, "p", 1, 7), "generation_config")
+    body = OpenAICompletions().body("m", Request(0, "p", 1, 7), "generation_config")
     assert '"min_new_tokens": 7' in body["generation_config"]
 
 
@@ -91,10 +94,10 @@ def test_an_answer_shorter_than_asked_is_counted_short_not_ok(protocol: str) -> 
         )
     assert [(r.status, r.output_tokens) for r in results] == [("short", 3)] * 2
     assert results[0].error == "3 of the 5 tokens asked"
-    counts = loadgen.outcome_counts(results)
+    counts = outcome_counts(results)
     assert counts["completed"] == 0 and counts["short"] == 2
-    assert loadgen.describe_counts(results).startswith("0 completed, 2 short of the tokens asked")
-    table = loadgen.results_table(results)
+    assert describe_counts(results).startswith("0 completed, 2 short of the tokens asked")
+    table = results_table(results)
     assert table["status"].to_list() == ["short", "short"]
     assert table["output_tokens"].to_list() == [3, 3]
 
@@ -103,7 +106,7 @@ def test_errors_are_recorded_not_dropped() -> None:
     offsets = np.arange(9) * 0.002
     with FakeServer(fail_every=3) as server:
         results, _ = loadgen.run(Target(server.url), requests_for(offsets), timeout_s=10)
-    table = loadgen.results_table(results)
+    table = results_table(results)
     assert table.height == 9
     errors = table.filter(status="error")
     assert errors.height == 3 and errors["http_status"].to_list() == [503] * 3
@@ -129,7 +132,7 @@ def test_closed_loop_never_exceeds_its_users() -> None:
     reqs = [Request(i, "p", 4, 3) for i in range(12)]
     with FakeServer(token_delay_s=0.01) as server:
         results, _ = loadgen.run(Target(server.url), reqs, timeout_s=10, users=3)
-    table = loadgen.results_table(results)
+    table = results_table(results)
     assert (table["status"] == "ok").all() and table.height == 12
     events = sorted([(s, 1) for s in table["sent_s"]] + [(e, -1) for e in table["end_s"]])
     assert max(np.cumsum([d for _, d in events])) <= 3
@@ -140,7 +143,7 @@ def test_group_shaping_sends_in_groups() -> None:
     release = release_times(offsets, ShapingSpec("group", every_ms=100))
     with FakeServer() as server:
         results, _ = loadgen.run(Target(server.url), requests_for(offsets, release), 10)
-    table = loadgen.results_table(results)
+    table = results_table(results)
     assert sorted(set(np.round(table["release_s"].to_numpy(), 6))) == [0.1, 0.2, 0.3]
     assert (table["hold_s"] >= 0).all()
     assert (table["sent_s"] >= table["release_s"]).all()  # none leaves before its group
@@ -161,7 +164,7 @@ def test_garbage_collection_waits_for_gaps_and_is_restored() -> None:
     assert all(r.status == "ok" for r in results)
     assert enabled_at_start == [False]  # no automatic collection during the load
     assert gc.isenabled() and gc.get_freeze_count() == 0  # and everything as before after it
-    gaps = loadgen.GcInGaps(gap_s=0.002, overdue=10**9)
+    gaps = GcInGaps(gap_s=0.002, overdue=10**9)
     assert not gaps.fits(0.001) and gaps.fits(0.002)
 
 
@@ -190,7 +193,7 @@ class SignalIntoLoad:
 
 def _assert_each_request_accounted_once(results: list, planned: int) -> dict[str, int]:
     assert sorted(r.index for r in results) == list(range(planned))
-    counts = loadgen.outcome_counts(results)
+    counts = outcome_counts(results)
     assert counts["completed"] + counts["short"] + counts["failed"] + counts["not_sent"] == planned
     for r in results:
         if r.status == "not_sent":
@@ -208,12 +211,12 @@ def test_a_server_that_dies_stops_the_load_and_every_request_is_accounted(
     offsets = np.arange(150) * 0.02  # open loop: 3 s of load; closed: longer
     with FakeServer(token_delay_s=0.02) as server:
         proc = server._proc
-        watchdog = loadgen.Watchdog(
+        watchdog = Watchdog(
             exited=lambda: None if proc.poll() is None else f"exit status {proc.returncode}",
             interval_s=0.05,
         )
         kill = SignalIntoLoad(proc.pid, signal.SIGKILL, server.url)
-        with pytest.raises(loadgen.LoadAborted, match="exit status -9") as info:
+        with pytest.raises(LoadAborted, match="exit status -9") as info:
             loadgen.run(
                 Target(server.url),
                 requests_for(offsets),
@@ -231,12 +234,12 @@ def test_a_server_that_stops_answering_stops_the_load_in_bounded_time() -> None:
     offsets = np.arange(150) * 0.02  # 3 s of load; the server freezes after 3 answers
     with FakeServer(token_delay_s=0.01) as server:
         proc = server._proc
-        watchdog = loadgen.Watchdog(
+        watchdog = Watchdog(
             exited=lambda: None, health_url=server.url + "/health", probe_timeout_s=0.3
         )
         freeze = SignalIntoLoad(proc.pid, signal.SIGSTOP, server.url)
         try:
-            with pytest.raises(loadgen.LoadAborted, match="stopped answering") as info:
+            with pytest.raises(LoadAborted, match="stopped answering") as info:
                 loadgen.run(
                     Target(server.url),
                     requests_for(offsets),

@@ -11,14 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 from joulebench.core.errors import ConfigError
-from joulebench.serving.servers import (
-    Server,
-    ServerError,
-    ServerSpec,
-    build_command,
-    check,
-    free_port,
-)
+from joulebench.serving.servers import Server, ServerError, build_command, free_port
+from joulebench.study.serving_specs import ServerSpec, check_server
 
 #: A stand-in server: starts a child, then serves /health on the port it is given.
 TOY = textwrap.dedent(
@@ -144,7 +138,7 @@ def test_commands_are_argument_lists() -> None:
 )
 def test_bad_server_specs_name_the_key(spec: ServerSpec, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
-        check(spec, "s")
+        check_server(spec, "s")
 
 
 def test_free_port_is_bindable() -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from joulebench.core.errors import ConfigError
-from joulebench.serving.session import session_specs
 from joulebench.study import config
+from joulebench.study.serving_specs import session_specs
 
 BASE: dict[str, Any] = {
     "models": [{"name": "m", "source": "synthetic", "architecture": "tiny-llama"}],

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psutil
 from conftest import REPO
-from joulebench.serving.session import session_specs
+from joulebench.study.serving_specs import session_specs
 from test_serving_session import study
 
 PLANNED = 150  # 7.5 s at 20 req/s: a fault after 3 answers ends it long before its schedule

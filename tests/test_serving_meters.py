@@ -33,7 +33,7 @@ import pytest
 import yaml
 from conftest import REPO, TINY_MODEL
 from fakehw import EDGE_S, LivePowercap, SquareWave, counter_reads, fake_nvml_env, read_pair
-from joulebench.serving.session import session_specs
+from joulebench.study.serving_specs import session_specs
 from test_serving_session import STANDIN, study
 from test_workflow import snakemake, write_config
 

@@ -9,8 +9,9 @@ import polars as pl
 import psutil
 import pytest
 from conftest import NO_POWERCAP
-from joulebench.serving.session import run_session, session_specs
+from joulebench.serving.session import run_session
 from joulebench.study import config
+from joulebench.study.serving_specs import session_specs
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,10 @@ import pytest
 from conftest import NO_POWERCAP, REPO
 from joulebench.core.errors import ConfigError
 from joulebench.results import analysis, plots
-from joulebench.serving.session import build_requests, run_session, session_specs
+from joulebench.serving.load_plan import build_requests
+from joulebench.serving.session import run_session
 from joulebench.study import config
+from joulebench.study.serving_specs import session_specs
 
 #: The stand-in server, started and stopped by the session (OpenAI protocol, 20 ms per token).
 STANDIN = {
@@ -184,7 +186,7 @@ def test_trace_and_file_prompts(tiny_model: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    from joulebench.serving.session import Experiment
+    from joulebench.study.serving_specs import Experiment
 
     replay = build_requests(Experiment(**spec.experiments[0]), spec, tok, 0)
     assert [r.release_s for r in replay] == [0.0, 0.5, 1.0, 1.5]
@@ -273,7 +275,7 @@ def test_the_job_refuses_the_estimate_for_an_external_server(
     data = spec.to_dict()
     data["server"] = {**data["server"], "kind": "external", "url": "http://127.0.0.1:1"}
     data["measurement"]["meter"] = "estimate"
-    from joulebench.serving.session import SessionSpec
+    from joulebench.study.serving_specs import SessionSpec
 
     with pytest.raises(ConfigError, match=r"'measurement\.meter'.*is external"):
         run_session(SessionSpec.from_dict(data), str(tiny_model), tmp_path)

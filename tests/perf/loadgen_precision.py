@@ -32,6 +32,8 @@ sys.path.insert(0, str(HERE.parent))  # tests/fakeserver.py
 
 from fakeserver import FakeServerProcess  # noqa: E402
 from joulebench.serving import loadgen  # noqa: E402
+from joulebench.serving.protocols import Target  # noqa: E402
+from joulebench.serving.request import Request  # noqa: E402
 from joulebench.workload.arrivals import ArrivalSpec, schedule  # noqa: E402
 from perfkit import Figure, OthersCpu  # noqa: E402
 
@@ -53,11 +55,9 @@ def row(name: str, lag_s: np.ndarray, sent: np.ndarray, where: str, others: Othe
 
 def run_joulebench(rate: float, n: int, seed: int) -> list[dict]:
     offsets = schedule(ArrivalSpec("poisson", rate=rate), n, seed)
-    requests = [
-        loadgen.Request(i, "hello", 4, 4, float(t), float(t)) for i, t in enumerate(offsets)
-    ]
+    requests = [Request(i, "hello", 4, 4, float(t), float(t)) for i, t in enumerate(offsets)]
     with OthersCpu() as others, FakeServerProcess() as server:
-        results, t0 = loadgen.run(loadgen.Target(server.url), requests, timeout_s=30)
+        results, t0 = loadgen.run(Target(server.url), requests, timeout_s=30)
         arrived = np.sort(np.array(server.arrivals) - t0)
     ok = [r for r in results if r.status == "ok"]
     assert len(ok) == n, {r.error for r in results if r.status != "ok"}

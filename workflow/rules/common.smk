@@ -20,7 +20,7 @@ from joulebench.models.shapes import architecture, parameter_count
 from joulebench.results.plots import FIGURES, SERVING_FIGURES
 from joulebench.models.precisions import PRECISIONS
 from joulebench.provenance.record import source_hash
-from joulebench.serving.session import session_specs
+from joulebench.study.serving_specs import session_specs
 
 try:
     CONFIG = jb_config.validate(config)

@@ -27,20 +27,21 @@ def serving_figures() -> list[str]:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from joulebench.serving import session as serving
+    from joulebench.serving.session import run_session
+    from joulebench.study.serving_specs import SessionSpec
 
     # main() turns SIGTERM into SystemExit, so `finally` stops the server on a kill too
     model_dir = inputs.model_dir(args.model_dir, "--model-dir")
     given = inputs.json_object(args.spec_json, "--spec-json")
-    session_fields = dataclasses.fields(serving.SessionSpec)
+    session_fields = dataclasses.fields(SessionSpec)
     inputs.keys_of(
         given,
         "--spec-json",
         [f.name for f in session_fields if f.default is dataclasses.MISSING],
         [f.name for f in session_fields],
     )
-    spec = serving.SessionSpec.from_dict(given)
-    written = serving.run_session(
+    spec = SessionSpec.from_dict(given)
+    written = run_session(
         spec,
         str(model_dir),
         Path(args.out_dir),

@@ -7,8 +7,8 @@ import argparse
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from joulebench.serving.session import session_specs
     from joulebench.study import config, matrix
+    from joulebench.study.serving_specs import session_specs
 
     cfg = config.load(args.configfile)
     specs = matrix.expand(cfg)

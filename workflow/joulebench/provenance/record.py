@@ -88,15 +88,7 @@ CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
         "results/stats.py",
     ),
     "audit": ("results/audit.py", "provenance/record.py"),
-    "serve": (
-        "workload/arrivals.py",
-        "energy",
-        "serving/loadgen.py",
-        "workload/prompts.py",
-        "serving/servers.py",
-        "serving/session.py",
-        "workload/shaping.py",
-    ),
+    "serve": ("serving", "study/serving_specs.py", "workload", "energy"),
     "aggregate-serving": ("results/analysis.py",),
     "plot-serving": ("results/plots.py", "results/analysis.py", "results/stats.py"),
 }

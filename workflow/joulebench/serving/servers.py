@@ -5,6 +5,7 @@ vLLM, engine arguments from the config), ``tgi`` (Text Generation Inference from
 template: a container runtime or SLURM pyxis line) and ``external`` (an already running URL; no
 lifecycle). Commands are argument lists, never shell strings; each config value is one argument.
 A server runs in its own session, so stopping it stops every process it started.
+What a server entry may say, and its check, are :mod:`joulebench.study.serving_specs`.
 """
 
 from __future__ import annotations
@@ -21,19 +22,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import psutil
 
 from joulebench.core.errors import ConfigError, JoulebenchError
+from joulebench.study.serving_specs import ServerSpec
 
 log = logging.getLogger(__name__)
 
-KINDS = ("transformers", "vllm", "tgi", "external")
-DEFAULT_PROTOCOL = {"transformers": "openai", "vllm": "openai", "tgi": "tgi", "external": "openai"}
-#: How each kind is told to produce exactly ``output_len`` tokens (see loadgen.Target).
+#: How each kind is told to produce exactly ``output_len`` tokens (see protocols.Target).
 OUTPUT_CONTROL = {
     "transformers": "generation_config",
     "vllm": "min_tokens",
@@ -44,70 +43,10 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 #: `transformers serve --continuous-batching` reserves most of the host's RAM for its KV cache
 #: unless told otherwise (20 GB seen on a 23 GB machine); CPU runs get this bound by default.
 TRANSFORMERS_CPU_DEFAULTS = {"continuous_batching": True, "cb_num_blocks": 256, "cb_block_size": 32}
-TEMPLATE_FIELDS = ("model_dir", "host", "port", "dtype", "name")
 
 
 class ServerError(JoulebenchError):
     """A server did not start, did not become healthy, or died."""
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """One ``serving.servers[]`` entry."""
-
-    name: str
-    kind: str
-    options: dict[str, Any] = field(default_factory=dict)  # → --flag value (transformers, vllm)
-    command: list[str] | None = None  # tgi: template, fields {model_dir} {host} {port} {dtype}
-    url: str | None = None  # external
-    host: str = "127.0.0.1"
-    port: int = 0  # 0 = a free port
-    health_path: str = "/health"
-    startup_timeout_s: float = 180.0
-    stop_timeout_s: float = 15.0
-    env: dict[str, str] = field(default_factory=dict)
-    protocol: str | None = None
-    model_name: str | None = None  # the request's "model" field (default: what the kind serves)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ServerSpec:
-        return cls(**data)
-
-    @property
-    def wire_protocol(self) -> str:
-        return self.protocol or DEFAULT_PROTOCOL[self.kind]
-
-
-def check(spec: ServerSpec, key: str) -> None:
-    """Config errors that name the key, found before any job runs."""
-    if spec.kind not in KINDS:
-        raise ConfigError(f"{key}.kind", f"unknown server kind '{spec.kind}'; allowed: {KINDS}")
-    if spec.kind == "tgi":
-        if not spec.command:
-            raise ConfigError(f"{key}.command", "kind 'tgi' needs a command template (a list)")
-        for i, arg in enumerate(spec.command):
-            try:
-                arg.format(**dict.fromkeys(TEMPLATE_FIELDS, ""))
-            except (KeyError, IndexError, ValueError) as err:
-                raise ConfigError(
-                    f"{key}.command[{i}]",
-                    f"bad template field in {arg!r} ({err}); allowed: "
-                    + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS),
-                ) from None
-    elif spec.command:
-        raise ConfigError(f"{key}.command", f"only applies to kind 'tgi', not '{spec.kind}'")
-    if spec.kind == "external":
-        if not spec.url or not spec.url.startswith(("http://", "https://")):
-            raise ConfigError(f"{key}.url", f"kind 'external' needs an http(s) URL, got {spec.url}")
-    elif spec.url:
-        raise ConfigError(f"{key}.url", f"only applies to kind 'external', not '{spec.kind}'")
-    if spec.options and spec.kind not in ("transformers", "vllm"):
-        raise ConfigError(
-            f"{key}.options", f"only applies to transformers and vllm, not {spec.kind}"
-        )
 
 
 def free_port(host: str = "127.0.0.1") -> int:

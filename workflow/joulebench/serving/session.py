@@ -15,295 +15,38 @@ server's. The estimate models this host's CPU time and is refused for it.
 A server that dies or stops answering fails the session: the load is stopped (a watchdog beside
 it), every request is accounted as completed, failed or not sent, and the error carries those
 counts and the end of the server's log. The failed experiment writes nothing.
+
+An experiment's requests are planned by :mod:`~joulebench.serving.load_plan`; its record's
+latency, energy and load figures are made by :mod:`~joulebench.serving.summaries`.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from joulebench.core.atomic import write_json, write_with
-from joulebench.core.errors import ConfigError, JoulebenchError
-from joulebench.energy import HARDWARE_METERS, Measurement, Meter, PowerTrace, idle_baseline
-from joulebench.energy.attribution import attribute, checks, decode_occupancy, steady_state
-from joulebench.energy.meters import make_meter, resolve
+from joulebench.core.errors import JoulebenchError
+from joulebench.energy import Measurement, Meter, PowerTrace, idle_baseline
+from joulebench.energy.meters import make_meter
 from joulebench.provenance import record as provenance
 from joulebench.serving import loadgen
-from joulebench.serving.servers import OUTPUT_CONTROL, Server, ServerError, ServerSpec
-from joulebench.workload import arrivals, shaping
-from joulebench.workload.arrivals import ArrivalSpec
-from joulebench.workload.prompts import Prompt, from_file, synthetic
-from joulebench.workload.shaping import ShapingSpec
+from joulebench.serving.load_plan import build_requests, make_prompts
+from joulebench.serving.protocols import Target
+from joulebench.serving.request import Request, Result, describe_counts, results_table
+from joulebench.serving.servers import OUTPUT_CONTROL, Server, ServerError
+from joulebench.serving.summaries import energy_summary, latency_summary, load_summary
+from joulebench.serving.watchdog import LoadAborted, Watchdog
+from joulebench.study.serving_specs import Experiment, ServerSpec, SessionSpec, check_meter
 
 log = logging.getLogger(__name__)
 
 RECORD_SCHEMA = "joulebench.serving.session/1"
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One load phase: an arrival process (with its rate) and a shaping policy."""
-
-    id: str
-    pattern: str  # the arrival entry's name, e.g. "poisson" or "poisson-grouped"
-    arrival: dict[str, Any]
-    shaping: dict[str, Any] = field(default_factory=lambda: {"policy": "pass"})
-
-    @property
-    def arrival_spec(self) -> ArrivalSpec:
-        return ArrivalSpec(**self.arrival)
-
-    @property
-    def shaping_spec(self) -> ShapingSpec:
-        return ShapingSpec(**self.shaping)
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """Everything one serving job needs (passed as JSON through Snakemake ``params:``)."""
-
-    study: str
-    model: str
-    precision: str
-    device: str
-    server: dict[str, Any]
-    experiments: list[dict[str, Any]]
-    load: dict[str, Any]
-    measurement: dict[str, Any]
-
-    @property
-    def session_id(self) -> str:
-        return f"{self.model}/{self.precision}/{self.server['name']}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SessionSpec:
-        return cls(**data)
-
-
-def experiment_id(name: str, arrival: dict[str, Any]) -> str:
-    if arrival["process"] in arrivals.RATE_PROCESSES:
-        return f"{name}_r{arrival['rate']:g}"
-    if arrival["process"] == "closed":
-        return f"{name}_u{arrival['users']}"
-    return name
-
-
-def expand_experiments(serving: dict[str, Any]) -> list[Experiment]:
-    """``serving.arrivals`` × their rates → experiments (already validated)."""
-    out = []
-    for entry in serving["arrivals"]:
-        params = {
-            k: entry[k]
-            for k in ("process", "burstiness", "break_min", "break_max", "users", "trace")
-            if k in entry
-        }
-        shape = entry.get("shaping") or {"policy": "pass"}
-        if entry["process"] in arrivals.RATE_PROCESSES:
-            for rate in entry.get("rates") or serving["rates"]:
-                arrival = params | {"rate": float(rate)}
-                out.append(
-                    Experiment(experiment_id(entry["name"], arrival), entry["name"], arrival, shape)
-                )
-        else:
-            out.append(
-                Experiment(experiment_id(entry["name"], params), entry["name"], params, shape)
-            )
-    return out
-
-
-# ---------------------------------------------------------------- building the load
-
-
-def make_prompts(spec: SessionSpec, tokenizer: Any, n: int, seed: int) -> list[Prompt]:
-    load = spec.load
-    source = load["prompts"]
-    if source["source"] == "file":
-        return from_file(
-            Path(source["path"]),
-            tokenizer,
-            n,
-            load["output_len"],
-            source.get("prompt_field", "prompt"),
-            source.get("output_len_field", "output_len"),
-        )
-    return synthetic(tokenizer, n, load["input_len"], load["output_len"], seed)
-
-
-def build_requests(
-    exp: Experiment, spec: SessionSpec, tokenizer: Any, seed: int
-) -> list[loadgen.Request]:
-    """Prompts + arrival schedule + shaping → the requests of one experiment."""
-    n = spec.load["requests"]
-    arrival = exp.arrival_spec
-    if arrival.process == "trace":
-        trace = arrivals.read_trace(Path(arrival.trace or ""), n)
-        in_lens = trace.get("input_len", np.full(n, spec.load["input_len"])).tolist()
-        out_lens = trace.get("output_len", np.full(n, spec.load["output_len"])).tolist()
-        prompts = synthetic(tokenizer, n, in_lens, out_lens, seed)
-        offsets: np.ndarray | None = trace["timestamp"]
-    else:
-        prompts = make_prompts(spec, tokenizer, n, seed)
-        offsets = arrivals.schedule(arrival, n, seed)
-    release = None if offsets is None else shaping.release_times(offsets, exp.shaping_spec)
-    return [
-        loadgen.Request(
-            i,
-            p.text,
-            p.input_len,
-            p.output_len,
-            math.nan if offsets is None else float(offsets[i]),
-            math.nan if release is None else float(release[i]),
-        )
-        for i, p in enumerate(prompts)
-    ]
-
-
-# ---------------------------------------------------------------- summarising one experiment
-
-
-def _q(values: pl.Series | np.ndarray, q: float) -> float:
-    arr = np.asarray(values, dtype=float)
-    arr = arr[np.isfinite(arr)]
-    return float(np.quantile(arr, q)) if arr.size else math.nan
-
-
-def latency_summary(table: pl.DataFrame) -> dict[str, float]:
-    ok = table.filter(pl.col("status") == "ok")
-    itl = np.concatenate(
-        [np.diff(np.asarray(t, dtype=float)) for t in ok["token_times_s"].to_list()] or [[]]
-    )
-    out: dict[str, float] = {}
-    for name, values in (
-        ("ttft_s", ok["ttft_s"]),
-        ("server_ttft_s", ok["server_ttft_s"]),
-        ("e2e_s", ok["e2e_s"]),
-        ("tpot_s", ok["tpot_s"]),
-        ("hold_s", ok["hold_s"]),
-        ("itl_s", itl),
-    ):
-        out[f"{name}_p50"] = _q(values, 0.5)
-        out[f"{name}_p99"] = _q(values, 0.99)
-    return out
-
-
-def energy_summary(
-    table: pl.DataFrame,
-    trace: PowerTrace,
-    window: Measurement,
-    steady_batch: int | str,
-    tolerance: float,
-) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """The three per-request energies side by side, and each request's share, raw and scaled.
-
-    ``trace`` and ``window`` share one time origin (the load's start). The attribution's raw
-    shares come from the trace; closure % and conservation % are taken before any scaling, then
-    the shares are scaled by metered / trace energy so that they add up to the meter's figure.
-    """
-    ok = table["status"] == "ok"
-    n_ok = int(ok.sum())
-    window_j = window.total_j
-    span = (window.start_s, window.end_s)
-    devices = [d for d in window.energy_j if d in set(trace.devices)]
-    starts, ends = table["sent_s"].to_numpy(), table["end_s"].to_numpy()
-    parts = attribute(trace, starts, ends, span, devices)
-    check = checks(trace, parts, span, window_j, devices)
-    scale = check.scale
-    per_request = parts.per_request_j * scale
-    first = table["first_token_s"].to_numpy()
-    occupancy = decode_occupancy(first, ends, span)
-    batch = max(1, round(occupancy)) if steady_batch == "auto" else int(steady_batch)
-    tokens_ok = int(table.filter(ok)["output_tokens"].sum())
-    steady = steady_state(
-        trace,
-        np.where(ok.to_numpy(), first, np.nan),
-        np.where(ok.to_numpy(), ends, np.nan),
-        [np.asarray(t) for t in table.filter(ok)["token_times_s"].to_list()],
-        batch,
-        devices,
-    )
-    steady_j = steady.energy_j * scale  # read off the trace; scaled onto the meter as above
-    mask = ok.to_numpy()
-    summary = {
-        "window": {
-            "energy_j": window_j,
-            "time_s": window.time_s,
-            "completed_requests": n_ok,
-            "j_per_request": window_j / n_ok if n_ok else math.nan,
-            "output_tokens": tokens_ok,
-            "j_per_token": window_j / tokens_ok if tokens_ok else math.nan,
-        },
-        "steady_state": {
-            "batch": batch,
-            "batch_rule": "auto: time-averaged requests in decode"
-            if steady_batch == "auto"
-            else "configured",
-            "decode_occupancy": occupancy,
-            "start_s": steady.start_s,
-            "end_s": steady.end_s,
-            "energy_raw_j": steady.energy_j,
-            "energy_j": steady_j,
-            "output_tokens": steady.output_tokens,
-            "j_per_token": steady_j / steady.output_tokens if steady.output_tokens else math.nan,
-        },
-        "attribution": {
-            "method": "power split equally among requests in flight [sent, end); none in "
-            "flight = idle; raw from the trace, scaled by metered / trace energy",
-            "devices": devices,
-            "metered_j": window_j,
-            "trace_j": check.trace_j,
-            "requests_raw_j": float(parts.per_request_j.sum()),
-            "idle_raw_j": parts.idle_j,
-            "shares_raw_j": parts.shares_j,
-            "closure_pct": check.closure_pct,
-            "conservation_pct": check.conservation_pct,
-            "tolerance_pct": 100.0 * tolerance,
-            "ok": check.within(100.0 * tolerance),
-            "scale": scale,
-            "requests_scaled_j": float(per_request.sum()),
-            "idle_scaled_j": parts.idle_j * scale,
-            "idle_s": parts.idle_s,
-            "j_per_request_raw": float(parts.per_request_j[mask].mean()) if n_ok else math.nan,
-            "j_per_request_scaled": float(per_request[mask].mean()) if n_ok else math.nan,
-        },
-    }
-    return summary, parts.per_request_j, per_request
-
-
-def load_summary(table: pl.DataFrame, window_s: float, exp: Experiment) -> dict[str, Any]:
-    sent = table["sent_s"].to_numpy()
-    lag = table["send_lag_s"].to_numpy()
-    status = table["status"].value_counts()
-    counts = dict(zip(status["status"].to_list(), status["count"].to_list(), strict=True))
-    span = float(np.nanmax(sent) - np.nanmin(sent)) if sent.size > 1 else math.nan
-    arrived = table["arrival_s"].to_numpy()
-    arrival_span = float(np.nanmax(arrived) - np.nanmin(arrived)) if arrived.size > 1 else 0.0
-    return {
-        "requests": table.height,
-        **{s: int(counts.get(s, 0)) for s in loadgen.STATUSES},
-        "offered_rate": exp.arrival.get("rate"),
-        # the drawn schedule's own rate (a Poisson sample of N differs from the nominal rate)
-        "scheduled_rate": (table.height - 1) / arrival_span if arrival_span > 0 else math.nan,
-        "achieved_rate": (table.height - 1) / span if span and span > 0 else math.nan,
-        "send_lag_s_p50": _q(lag, 0.5),
-        "send_lag_s_p99": _q(lag, 0.99),
-        "send_lag_s_max": float(np.nanmax(lag)) if lag.size else math.nan,
-        "load_s": window_s,
-        "errors": table.filter(pl.col("status") != "ok")["error"].unique().to_list()[:5],
-    }
-
-
-# ---------------------------------------------------------------- the session
 
 
 def run_session(
@@ -320,7 +63,7 @@ def run_session(
     server = Server(
         server_spec, model_dir, spec.precision, spec.device, log_path or out_dir / "server.log"
     )
-    target_for = lambda: loadgen.Target(  # noqa: E731
+    target_for = lambda: Target(  # noqa: E731
         server.url, server_spec.wire_protocol, server.model_name, OUTPUT_CONTROL[server_spec.kind]
     )
     written: list[Path] = []
@@ -329,7 +72,7 @@ def run_session(
         watchdog = watchdog_for(server, load["timeout_s"])
         if load["warmup_requests"]:
             warm = [
-                loadgen.Request(i, p.text, p.input_len, p.output_len)
+                Request(i, p.text, p.input_len, p.output_len)
                 for i, p in enumerate(make_prompts(spec, tokenizer, load["warmup_requests"], 99))
             ]
             log.info("warm-up: %d requests", len(warm))
@@ -337,7 +80,7 @@ def run_session(
                 results, _ = loadgen.run(
                     target, warm, load["timeout_s"], users=min(4, len(warm)), watchdog=watchdog
                 )
-            except loadgen.LoadAborted as err:
+            except LoadAborted as err:
                 raise server_failure(server, "the warm-up", err.reason, err.results) from None
             bad = [r for r in results if r.status != "ok"]
             if bad:
@@ -370,42 +113,20 @@ def run_session(
     return written
 
 
-def watchdog_for(server: Server, timeout_s: float) -> loadgen.Watchdog:
+def watchdog_for(server: Server, timeout_s: float) -> Watchdog:
     """Watch the server's process and, after a request times out or fails, its health URL."""
-    return loadgen.Watchdog(
+    return Watchdog(
         exited=server.exit_reason,
         health_url=server.health_url,
         probe_timeout_s=min(timeout_s, 10.0),
     )
 
 
-def server_failure(
-    server: Server, during: str, reason: str, results: list[loadgen.Result]
-) -> ServerError:
+def server_failure(server: Server, during: str, reason: str, results: list[Result]) -> ServerError:
     """The error a session fails with when its server dies or hangs: counts and log tail."""
     return ServerError(
         f"server '{server.spec.name}' failed during {during}: {reason}; requests: "
-        f"{loadgen.describe_counts(results)}; nothing was written for it; {server.log_tail()}"
-    )
-
-
-def check_meter(spec: SessionSpec, key: str = "measurement.meter") -> list[str]:
-    """The meters the session will use; an estimate for an ``external`` server is refused."""
-    m = spec.measurement
-    names = resolve(m["meter"], spec.device, m.get("powercap_root"))
-    if spec.server["kind"] == "external" and not set(names) <= set(HARDWARE_METERS):
-        raise ConfigError(key, external_meter_reason(spec.server["name"], m["meter"], names))
-    return names
-
-
-def external_meter_reason(server: str, asked: Any, names: list[str]) -> str:
-    """Why the estimate cannot measure an ``external`` server (one line, for config errors)."""
-    how = f"'auto' resolves to {names} here, which is" if asked == "auto" else f"{asked} asks for"
-    return (
-        f"server '{server}' is external (it may run on another host), but {how} the CPU "
-        "estimate, which models this host's CPU time of a process it can see; measure it with "
-        f"a hardware meter of this host ({', '.join(HARDWARE_METERS)}) or use a server kind "
-        "that joulebench starts"
+        f"{describe_counts(results)}; nothing was written for it; {server.log_tail()}"
     )
 
 
@@ -432,8 +153,8 @@ def _run_experiment(
     spec: SessionSpec,
     exp: Experiment,
     server: Server,
-    target: loadgen.Target,
-    watchdog: loadgen.Watchdog,
+    target: Target,
+    watchdog: Watchdog,
     tokenizer: Any,
     meter: Meter,
     idle: dict[str, Any] | None,
@@ -459,7 +180,7 @@ def _run_experiment(
             on_start=begin,
             watchdog=watchdog,
         )
-    except loadgen.LoadAborted as err:
+    except LoadAborted as err:
         if windows:
             meter.cancel_window(key)
         raise server_failure(server, f"experiment {exp.id}", err.reason, err.results) from None
@@ -469,7 +190,7 @@ def _run_experiment(
     died = server.exit_reason()
     if died is not None:  # after the last answer, but the results cannot be trusted
         raise server_failure(server, f"experiment {exp.id}", died, results)
-    table = loadgen.results_table(results)
+    table = results_table(results)
     local = Measurement(
         window.time_s,
         window.energy_j,
@@ -554,39 +275,3 @@ def _log_line(exp: Experiment, record: dict[str, Any]) -> None:
         ld["send_lag_s_p99"] * 1000,
         record["meter_source"],
     )
-
-
-def session_specs(config: dict[str, Any]) -> list[SessionSpec]:
-    """One session per serving model × precision × server (empty without ``serving:``)."""
-    serving = config.get("serving")
-    if not serving:
-        return []
-    experiments = [asdict(e) for e in expand_experiments(serving)]
-    models = serving.get("models") or [m["name"] for m in config["models"]]
-    load = {
-        k: copy.deepcopy(serving[k])
-        for k in ("requests", "warmup_requests", "input_len", "output_len", "prompts", "timeout_s")
-    } | {"seed": serving["seed"]}
-    measurement = {
-        "meter": config["measurement"]["meter"],
-        "cpu_estimate": copy.deepcopy(config["measurement"]["cpu_estimate"]),
-        "powercap_root": config["measurement"]["powercap_root"],
-    } | {
-        k: serving[k]
-        for k in ("idle_s", "trace_interval_s", "steady_batch", "attribution_tolerance")
-    }
-    return [
-        SessionSpec(
-            study=config["study"],
-            model=model,
-            precision=precision,
-            device=config["device"],
-            server=ServerSpec.from_dict(server).to_dict(),
-            experiments=experiments,
-            load=load,
-            measurement=measurement,
-        )
-        for model in models
-        for precision in serving["precisions"]
-        for server in serving["servers"]
-    ]

@@ -69,7 +69,7 @@ def check_semantics(config: dict[str, Any], base_dir: Path) -> None:
 
 def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
     """What the schema cannot say about ``serving:`` (names, rates, files, combinations)."""
-    from joulebench.serving import servers
+    from joulebench.study.serving_specs import ServerSpec, check_server
     from joulebench.workload import arrivals, shaping
 
     serving = config["serving"]
@@ -85,8 +85,8 @@ def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
         if server["name"] in seen:
             raise ConfigError(f"{key}.name", f"duplicate server name '{server['name']}'")
         seen.add(server["name"])
-        spec = servers.ServerSpec.from_dict(server)
-        servers.check(spec, key)
+        spec = ServerSpec.from_dict(server)
+        check_server(spec, key)
         if spec.kind == "external":
             _check_external_meter(config, spec.name, key)
     prompts = serving["prompts"]
@@ -105,31 +105,10 @@ def _check_serving(config: dict[str, Any], base_dir: Path) -> None:
             raise ConfigError(f"{key}.name", f"duplicate arrival name '{entry['name']}'")
         seen.add(entry["name"])
         process = entry["process"]
-        allowed = {
-            "constant": {"rates"},
-            "poisson": {"rates"},
-            "gamma": {"rates", "burstiness"},
-            "uniform": {"break_min", "break_max"},
-            "closed": {"users"},
-            "trace": {"trace"},
-        }[process]
-        for k in ("rates", "burstiness", "break_min", "break_max", "users", "trace"):
-            if k in entry and k not in allowed:
-                raise ConfigError(f"{key}.{k}", f"does not apply to process '{process}'")
-        if process in arrivals.RATE_PROCESSES and not (entry.get("rates") or serving.get("rates")):
-            raise ConfigError(
-                f"{key}.rates", f"process '{process}' needs rates (here or in serving.rates)"
-            )
-        if process == "gamma":
-            entry.setdefault("burstiness", 1.0)
-        if process == "trace" and "trace" in entry:
-            entry["trace"] = _resolve(entry["trace"], base_dir)
-        params = {k: entry[k] for k in allowed - {"rates"} if k in entry}
-        if process in arrivals.RATE_PROCESSES:
-            params["rate"] = (entry.get("rates") or serving["rates"])[0]
-        arrivals.check(arrivals.ArrivalSpec(process, **params), key)
-        if process == "trace":
-            arrivals.read_trace(Path(entry["trace"]), serving["requests"])
+        entry = serving["arrivals"][i] = arrivals.checked_entry(entry, key, serving.get("rates"))
+        if process == arrivals.REPLAY:
+            path = entry[arrivals.REPLAY] = _resolve(entry[arrivals.REPLAY], base_dir)
+            arrivals.read_replay(Path(path), serving["requests"], f"{key}.{arrivals.REPLAY}")
         shape = entry.get("shaping")
         if shape:
             shaping.check(shaping.ShapingSpec(**shape), f"{key}.shaping")
@@ -277,7 +256,7 @@ def _check_external_meter(config: dict[str, Any], server: str, key: str) -> None
     """An external server may be measured only by a hardware meter of this host."""
     from joulebench.energy import HARDWARE_METERS
     from joulebench.energy.meters import resolve
-    from joulebench.serving.session import external_meter_reason
+    from joulebench.study.serving_specs import external_meter_reason
 
     m = config["measurement"]
     if m["meter"] == "auto" and config["device"] in ("cuda", "auto"):
