@@ -13,7 +13,7 @@ from snakemake.logging import logger
 from joulebench.study import config as jb_config
 from joulebench.core.errors import ConfigError
 from joulebench.models.sources import architecture, cache_dir, parameter_count
-from joulebench.results.plots import FIGURES, SERVING_FIGURES
+from joulebench.results.figures import FIGURES, SERVING_FIGURES
 from joulebench.models.precisions import PRECISIONS
 from joulebench.provenance.record import source_hash
 from joulebench.serving.session import session_specs
