@@ -151,8 +151,6 @@ wildcard_constraints:
     precision=r"[A-Za-z0-9._-]+",
     engine=r"[A-Za-z0-9._-]+",
     point=r"bs\d+_in\d+_out\d+(_tp\d+)?",
-    figure="|".join(FIGURES),
-    serving_figure="|".join(SERVING_FIGURES),
     server=r"[A-Za-z0-9._-]+",
     experiment=EXPERIMENT_IDS,
 
