@@ -256,7 +256,7 @@ def test_an_engine_code_change_reruns_every_benchmark_only(study: Path, tmp_path
 
 
 def test_a_plotting_code_change_reruns_only_plots_and_findings(study: Path, tmp_path: Path) -> None:
-    jobs = planned(study, env=edited_package(tmp_path, "plots.py"))
+    jobs = planned(study, env=edited_package(tmp_path, "results/plots.py"))
     assert set(jobs) == {*PLOTS, "plot_power", "findings", "all"}
     assert all(len(jobs[rule]) == 1 for rule in PLOTS) and len(jobs["plot_power"]) == 4
 
@@ -391,6 +391,13 @@ def test_report_is_self_contained_with_figures_and_table(study: Path) -> None:
     html = (study / "report.html").read_text()
     assert "summary.csv" in html and "energy_per_token_vs_batch" in html
     assert "e2e" in html, "the study name from workflow.rst"
+    for words in (  # each figure's own caption (workflow/report/figures/)
+        "Energy per token against batch size",
+        "Energy per request split into its two phases",
+        "filled, opaque points lie on the Pareto frontier",
+        "one line per traced device",
+    ):
+        assert words in html, words
     assert 'src="http' not in html, "a self-contained report loads nothing from the web"
 
 
