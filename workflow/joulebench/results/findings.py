@@ -22,7 +22,15 @@ from joulebench.results.offline_claims import batching_finding, precision_findin
 from joulebench.results.report_page import PAGE_CSS, html_table, markdown_table
 from joulebench.results.serving_claims import shaping_finding
 from joulebench.results.slo import slo_recommendation
-from joulebench.results.verdicts import FAILS, HOLDS, INCONCLUSIVE, MISSING, PARTLY, Finding
+from joulebench.results.verdicts import (
+    FAILS,
+    HOLDS,
+    INCONCLUSIVE,
+    MISSING,
+    PARTLY,
+    RECOMMENDATION,
+    Finding,
+)
 
 
 def all_findings(
@@ -103,7 +111,7 @@ _VERDICT_CLASS = {
     FAILS: "fails",
     MISSING: "missing",
     INCONCLUSIVE: "inconclusive",
-    "recommendation": "recommendation",
+    RECOMMENDATION: "recommendation",
 }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 
 from joulebench.results.serving_claims import UNSHAPED
-from joulebench.results.verdicts import FAILS, MISSING, Finding
+from joulebench.results.verdicts import FAILS, MISSING, RECOMMENDATION, Finding
 
 
 def _ok(summary: pl.DataFrame) -> pl.DataFrame:
@@ -135,4 +135,4 @@ def slo_recommendation(
         f"{best.height} workload(s): the best configuration within the SLO uses up to "
         f"{_fmt(top)} less energy per request than the default setup."
     )
-    return Finding(title, claim, "recommendation", text, rule, best)
+    return Finding(title, claim, RECOMMENDATION, text, rule, best)

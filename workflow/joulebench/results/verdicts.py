@@ -19,6 +19,8 @@ MARGIN = 1.10
 
 HOLDS, PARTLY, FAILS, MISSING = "holds", "partly holds", "does not hold", "missing data"
 INCONCLUSIVE = "inconclusive"
+#: Not a verdict on a claim: the SLO finding recommends a configuration.
+RECOMMENDATION = "recommendation"
 
 #: How the intervals are made, said in every rule.
 CI_RULE = (
