@@ -15,7 +15,7 @@ from joulebench.cli.options import figure_suffixes
 from joulebench.energy.meters import METERS
 from joulebench.harness.engines import ENGINES
 from joulebench.models.precisions import PRECISIONS
-from joulebench.results import forecast, plots
+from joulebench.results import figures, forecast, plots
 from joulebench.study.config import SCHEMA_PATH
 
 
@@ -62,7 +62,7 @@ def test_forecast_default_power_is_the_forecast_constant() -> None:
 
 
 def test_every_plotting_format_is_accepted_and_others_are_not() -> None:
-    assert figure_suffixes(",".join(s.lstrip(".") for s in plots.FORMATS)) == plots.FORMATS
+    assert figure_suffixes(",".join(s.lstrip(".") for s in figures.FORMATS)) == figures.FORMATS
     with pytest.raises(argparse.ArgumentTypeError, match="allowed: html, png, svg"):
         figure_suffixes("html,gif")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import bench_fp32_cpu
 from joulebench.cli import main
-from joulebench.results import compare, plots
+from joulebench.results import compare, compare_plots, plots
 from test_report_render import CHROMIUM, NO_CHROMIUM, chromium, console_messages
 
 pytestmark = pytest.mark.slow
@@ -213,15 +213,15 @@ def negative_ratios() -> pl.DataFrame:
 
 
 def test_ratio_figure_says_what_it_leaves_out() -> None:
-    spec = plots.compare_ratio(negative_ratios()).to_json()
+    spec = compare_plots.compare_ratio(negative_ratios()).to_json()
     assert "1 ratio(s) ≤ 0 not drawn" in spec
     positive = negative_ratios().with_columns(j_per_token_ratio=pl.lit(2.0))
-    assert "not drawn" not in plots.compare_ratio(positive).to_json()
+    assert "not drawn" not in compare_plots.compare_ratio(positive).to_json()
 
 
 @pytest.mark.usefixtures("browser")
 def test_ratio_figure_survives_negative_decode_ratios(tmp_path: Path) -> None:
-    plots.save(plots.compare_ratio(negative_ratios()), tmp_path / "ratio")
+    plots.save(compare_plots.compare_ratio(negative_ratios()), tmp_path / "ratio")
     dom = chromium(tmp_path / "ratio.html", tmp_path, "--virtual-time-budget=8000", "--dump-dom")
     assert 'class="marks"' in dom.stdout
     assert console_messages(dom.stderr) == []

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 from conftest import make_record
-from joulebench.results import analysis, findings
+from joulebench.results import analysis, findings, offline_claims, serving_claims, slo, verdicts
 
 
 def rec(precision: str, batch: int, prefill_j: float, decode_j: float) -> dict[str, Any]:
@@ -33,8 +33,8 @@ def test_precision_claim_holds_when_it_helps_only_compute_bound() -> None:
         rec("fp32", 8, 8.0, 20.0),
         rec("bf16", 8, 4.0, 19.0),
     ]
-    f = findings.precision_finding(summarize(records)[1])
-    assert f.verdict == findings.HOLDS
+    f = offline_claims.precision_finding(summarize(records)[1])
+    assert f.verdict == verdicts.HOLDS
     assert "2.00× [" in f.summary
     cb = f.table.filter(point="compute-bound").row(0, named=True)
     assert cb["winner"] == "bf16" and cb["ci_low"] <= 2.0 <= cb["ci_high"]
@@ -50,18 +50,18 @@ def test_precision_claim_fails_when_it_helps_memory_bound_most() -> None:
         rec("fp32", 8, 8.0, 20.0),
         rec("bf16", 8, 8.0, 10.0),
     ]
-    assert findings.precision_finding(summarize(records)[1]).verdict == findings.FAILS
+    assert offline_claims.precision_finding(summarize(records)[1]).verdict == verdicts.FAILS
 
 
 @pytest.mark.parametrize(
     ("cb_saving", "mb_saving", "verdict"),
     [
         # saves ≥ 1.10× at both points, but more when memory-bound: the quotient decides
-        (1.5, 2.5, findings.FAILS),
+        (1.5, 2.5, verdicts.FAILS),
         # saves ≥ 1.10× at both points and more when compute-bound
-        (3.0, 1.5, findings.PARTLY),
+        (3.0, 1.5, verdicts.PARTLY),
         # saves at the compute-bound point only: the memory-bound check decides
-        (3.0, 1.0, findings.HOLDS),
+        (3.0, 1.0, verdicts.HOLDS),
     ],
 )
 def test_precision_claim_weighs_both_points_and_their_quotient(
@@ -74,7 +74,7 @@ def test_precision_claim_weighs_both_points_and_their_quotient(
         rec("fp32", 8, 8.0, 20.0),
         rec("bf16", 8, 8.0 / cb_saving, 20.0),
     ]
-    f = findings.precision_finding(summarize(records)[1])
+    f = offline_claims.precision_finding(summarize(records)[1])
     assert f.verdict == verdict, f.summary
     assert [d.interval.estimate for d in f.deciding] == pytest.approx(
         [cb_saving, mb_saving, cb_saving / mb_saving], rel=1e-3
@@ -89,38 +89,38 @@ def test_precision_claim_does_not_hold_when_the_reference_wins_everywhere() -> N
         rec("fp32", 8, 4.0, 20.0),
         rec("bf16", 8, 8.0, 40.0),
     ]
-    f = findings.precision_finding(summarize(records)[1])
-    assert f.verdict == findings.FAILS, f.summary
+    f = offline_claims.precision_finding(summarize(records)[1])
+    assert f.verdict == verdicts.FAILS, f.summary
     assert set(f.table["winner"]) == {"fp32"}
     assert f.table.filter(point="compute-bound")["saving_x"][0] == pytest.approx(0.5, rel=0.02)
 
 
 def test_precision_claim_needs_the_reference() -> None:
     records = [rec("bf16", 1, 1.0, 10.0), rec("bf16", 8, 4.0, 19.0)]
-    assert findings.precision_finding(summarize(records)[1]).verdict == findings.MISSING
+    assert offline_claims.precision_finding(summarize(records)[1]).verdict == verdicts.MISSING
 
 
 @pytest.mark.parametrize(
     ("prefill_8", "decode_8", "verdict"),
     [
-        (4.0, 2.0, findings.HOLDS),  # per token: decode 40× cheaper at batch 8, prefill 2×
-        (1.0, 40.0, findings.PARTLY),  # both gain, prefill more: 8× against decode's 2×
-        (8.0, 80.0, findings.FAILS),  # no gain per token in either phase
+        (4.0, 2.0, verdicts.HOLDS),  # per token: decode 40× cheaper at batch 8, prefill 2×
+        (1.0, 40.0, verdicts.PARTLY),  # both gain, prefill more: 8× against decode's 2×
+        (8.0, 80.0, verdicts.FAILS),  # no gain per token in either phase
     ],
 )
 def test_batching_claim(prefill_8: float, decode_8: float, verdict: str) -> None:
     # batch 1: prefill 1 J for 16 tokens, decode 10 J for 7; batch 8 has 8× the tokens, so the
     # per-token gain is 8 / prefill_8 in prefill and 80 / decode_8 in decode
     records = [rec("fp32", 1, 1.0, 10.0), rec("fp32", 8, prefill_8, decode_8)]
-    f = findings.batching_finding(summarize(records)[1])
+    f = offline_claims.batching_finding(summarize(records)[1])
     assert f.verdict == verdict, f.summary
 
 
 def test_batching_claim_does_not_hold_when_the_small_batch_wins() -> None:
     # batch 8 costs more per token than batch 1 in both phases
     records = [rec("fp32", 1, 1.0, 10.0), rec("fp32", 8, 16.0, 160.0)]
-    f = findings.batching_finding(summarize(records)[1])
-    assert f.verdict == findings.FAILS, f.summary
+    f = offline_claims.batching_finding(summarize(records)[1])
+    assert f.verdict == verdicts.FAILS, f.summary
     assert f.table["cheapest_batch"].to_list() == [1, 1]
     decode = f.table.filter(phase="decode").row(0, named=True)
     assert decode["gain_x"] == pytest.approx(0.5, rel=0.02)
@@ -128,8 +128,8 @@ def test_batching_claim_does_not_hold_when_the_small_batch_wins() -> None:
 
 
 def test_batching_needs_two_batch_sizes() -> None:
-    f = findings.batching_finding(summarize([rec("fp32", 1, 1.0, 10.0)])[1])
-    assert f.verdict == findings.MISSING
+    f = offline_claims.batching_finding(summarize([rec("fp32", 1, 1.0, 10.0)])[1])
+    assert f.verdict == verdicts.MISSING
 
 
 def serving_table(rows: list[tuple[float, str, str, float]]) -> pl.DataFrame:
@@ -162,7 +162,7 @@ def request_spread(table: pl.DataFrame, spread: float, n: int = 20) -> dict[str,
 
 
 def test_shaping_claim_compares_shaped_with_unshaped_at_each_rate() -> None:
-    assert findings.shaping_finding(None).verdict == findings.MISSING
+    assert serving_claims.shaping_finding(None).verdict == verdicts.MISSING
     serving = serving_table(
         [
             (2.0, "poisson", "pass", 10.0),
@@ -170,8 +170,8 @@ def test_shaping_claim_compares_shaped_with_unshaped_at_each_rate() -> None:
             (5.0, "poisson", "pass", 3.0),
         ]
     )
-    f = findings.shaping_finding(serving, request_spread(serving, 0.05))
-    assert f.verdict == findings.HOLDS, f.summary
+    f = serving_claims.shaping_finding(serving, request_spread(serving, 0.05))
+    assert f.verdict == verdicts.HOLDS, f.summary
     row = f.table.row(0, named=True)
     assert (row["shaped"], row["unshaped"], row["cheaper"]) == (
         "grouped",
@@ -182,7 +182,7 @@ def test_shaping_claim_compares_shaped_with_unshaped_at_each_rate() -> None:
     assert row["ci_low"] < 4.0 < row["ci_high"]
     assert f.table.height == 1  # a rate without shaped arrivals compares nothing
     one = serving.filter(offered_rate=5.0)
-    assert findings.shaping_finding(one).verdict == findings.MISSING
+    assert serving_claims.shaping_finding(one).verdict == verdicts.MISSING
 
 
 def test_shaping_claim_does_not_hold_when_unshaped_arrivals_are_cheaper() -> None:
@@ -195,8 +195,8 @@ def test_shaping_claim_does_not_hold_when_unshaped_arrivals_are_cheaper() -> Non
             (5.0, "grouped", GROUP, 2.0),
         ]
     )
-    f = findings.shaping_finding(serving, request_spread(serving, 0.05))
-    assert f.verdict == findings.FAILS, f.summary
+    f = serving_claims.shaping_finding(serving, request_spread(serving, 0.05))
+    assert f.verdict == verdicts.FAILS, f.summary
     assert set(f.table["cheaper"]) == {"unshaped (poisson)"}
     assert "Unshaped arrivals were the cheaper ones at 2, 5 req/s" in f.summary
 
@@ -210,8 +210,8 @@ def test_shaping_claim_partly_holds_when_it_saves_at_some_rates() -> None:
             (5.0, "grouped", GROUP, 2.0),
         ]
     )
-    f = findings.shaping_finding(serving, request_spread(serving, 0.05))
-    assert f.verdict == findings.PARTLY, f.summary
+    f = serving_claims.shaping_finding(serving, request_spread(serving, 0.05))
+    assert f.verdict == verdicts.PARTLY, f.summary
     assert [d.reading for d in f.deciding] == ["above", "below"]
 
 
@@ -240,13 +240,13 @@ def noisy_precision_study(seed: int, cb_saving: float, noise: float, reps: int) 
 def test_noise_around_the_threshold_is_inconclusive_never_a_flip() -> None:
     # 30 pairs of runs of the same machine, its compute-bound saving exactly at the threshold
     # (5 repetitions, 4% noise): the old rule flipped between "holds" and "does not hold"
-    runs = [noisy_precision_study(s, findings.MARGIN, 0.04, 5) for s in range(60)]
-    old = [findings.HOLDS if _point_saving(t) >= findings.MARGIN else findings.FAILS for t in runs]
-    new = [findings.precision_finding(t).verdict for t in runs]
-    flip = {findings.HOLDS, findings.FAILS}
+    runs = [noisy_precision_study(s, verdicts.MARGIN, 0.04, 5) for s in range(60)]
+    old = [verdicts.HOLDS if _point_saving(t) >= verdicts.MARGIN else verdicts.FAILS for t in runs]
+    new = [offline_claims.precision_finding(t).verdict for t in runs]
+    flip = {verdicts.HOLDS, verdicts.FAILS}
     assert sum({old[i], old[i + 1]} == flip for i in range(0, 60, 2)) >= 5  # noise flips it
     assert [i for i in range(0, 60, 2) if {new[i], new[i + 1]} == flip] == [], new
-    assert new.count(findings.INCONCLUSIVE) >= 54, new
+    assert new.count(verdicts.INCONCLUSIVE) >= 54, new
 
 
 def _point_saving(tidy: pl.DataFrame) -> float:
@@ -261,8 +261,8 @@ def _point_saving(tidy: pl.DataFrame) -> float:
 
 
 def test_inconclusive_says_how_many_repetitions_would_settle_it() -> None:
-    f = findings.precision_finding(noisy_precision_study(3, 1.15, 0.06, 5))
-    assert f.verdict == findings.INCONCLUSIVE, f.summary
+    f = offline_claims.precision_finding(noisy_precision_study(3, 1.15, 0.06, 5))
+    assert f.verdict == verdicts.INCONCLUSIVE, f.summary
     cb = next(d for d in f.deciding if d.interval.versus(d.threshold) is None)
     assert cb.interval.low < cb.threshold <= cb.interval.high
     need = cb.interval.reps_to_settle(cb.threshold)
@@ -271,28 +271,27 @@ def test_inconclusive_says_how_many_repetitions_would_settle_it() -> None:
     assert "repetitions per configuration (now 5) would likely settle it" in f.summary
     assert cb.reading.startswith("straddles (")
     # clear data settles it: the same machine with a large saving and little noise
-    assert (
-        findings.precision_finding(noisy_precision_study(3, 2.0, 0.01, 5)).verdict == findings.HOLDS
-    )
+    clear = offline_claims.precision_finding(noisy_precision_study(3, 2.0, 0.01, 5))
+    assert clear.verdict == verdicts.HOLDS
 
 
 def test_intervals_are_reproducible() -> None:
     tidy = noisy_precision_study(7, 1.3, 0.05, 5)
     a, b = (
-        findings.precision_finding(tidy),
-        findings.precision_finding(tidy.sample(fraction=1.0, shuffle=True, seed=2)),
+        offline_claims.precision_finding(tidy),
+        offline_claims.precision_finding(tidy.sample(fraction=1.0, shuffle=True, seed=2)),
     )
     assert a.deciding_table().equals(b.deciding_table())
 
 
 def test_decide_gives_a_verdict_only_when_the_unknowns_cannot_change_it() -> None:
     def rule(c: Any) -> str:
-        return findings.HOLDS if c["a"] and c["b"] else findings.FAILS
+        return verdicts.HOLDS if c["a"] and c["b"] else verdicts.FAILS
 
-    assert findings.decide({"a": False, "b": None}, rule) == (findings.FAILS, {findings.FAILS})
-    verdict, possible = findings.decide({"a": True, "b": None}, rule)
-    assert verdict == findings.INCONCLUSIVE and possible == {findings.HOLDS, findings.FAILS}
-    assert findings.decide({"a": True, "b": True}, rule)[0] == findings.HOLDS
+    assert verdicts.decide({"a": False, "b": None}, rule) == (verdicts.FAILS, {verdicts.FAILS})
+    verdict, possible = verdicts.decide({"a": True, "b": None}, rule)
+    assert verdict == verdicts.INCONCLUSIVE and possible == {verdicts.HOLDS, verdicts.FAILS}
+    assert verdicts.decide({"a": True, "b": True}, rule)[0] == verdicts.HOLDS
 
 
 def test_slo_recommendation_picks_least_energy_that_meets_it() -> None:
@@ -300,11 +299,11 @@ def test_slo_recommendation_picks_least_energy_that_meets_it() -> None:
     records = [rec("fp32", 1, 1.0, 10.0), rec("bf16", 1, 0.5, 5.0), rec("fp32", 8, 4.0, 20.0)]
     summary, tidy = summarize(records)
     base = {"precision": "fp32", "batch_size": 1}
-    best = findings.slo_recommendation(summary, tidy, {}, base).table
+    best = slo.slo_recommendation(summary, tidy, {}, base).table
     assert best["setup"].to_list() == ["transformers · fp32 · batch 8"]
     assert best["saving_x"][0] == pytest.approx(11.0 / 3.0, rel=1e-3)
-    none = findings.slo_recommendation(summary, tidy, {"e2e_p99_s": 0.01}, base)
-    assert none.verdict == findings.FAILS
+    none = slo.slo_recommendation(summary, tidy, {"e2e_p99_s": 0.01}, base)
+    assert none.verdict == verdicts.FAILS
 
 
 def test_slo_recommendation_skips_the_cheapest_when_its_p99_misses() -> None:
@@ -319,16 +318,16 @@ def test_slo_recommendation_skips_the_cheapest_when_its_p99_misses() -> None:
     summary, tidy = summarize(records)
     base = {"precision": "fp32", "batch_size": 1}
     # without an SLO batch 8 wins; with one, the next cheapest that meets it does
-    assert findings.slo_recommendation(summary, tidy, {}, base).table["setup"].to_list() == [
+    assert slo.slo_recommendation(summary, tidy, {}, base).table["setup"].to_list() == [
         "transformers · fp32 · batch 8"
     ]
-    f = findings.slo_recommendation(summary, tidy, {"e2e_p99_s": 1.0}, base)
+    f = slo.slo_recommendation(summary, tidy, {"e2e_p99_s": 1.0}, base)
     row = f.table.row(0, named=True)
     assert f.table.height == 1 and row["setup"] == "transformers · bf16 · batch 1"
     assert row["saving_x"] == pytest.approx(11.0 / 5.5, rel=1e-3)
     assert row["e2e_p99_s"] == pytest.approx(0.1 * 1.01 + 0.5, abs=1e-3)
     # the p50 key reads the median: batch 8 meets a 1 s median
-    median = findings.slo_recommendation(summary, tidy, {"e2e_p50_s": 1.0}, base)
+    median = slo.slo_recommendation(summary, tidy, {"e2e_p50_s": 1.0}, base)
     assert median.table["setup"].to_list() == ["transformers · fp32 · batch 8"]
 
 
@@ -348,7 +347,7 @@ def test_slo_recommendation_includes_arrival_shaping() -> None:
         }
     )
     base = {"precision": "fp32", "batch_size": 1}
-    f = findings.slo_recommendation(summary, tidy, {"e2e_p99_s": 1.0}, base, serving)
+    f = slo.slo_recommendation(summary, tidy, {"e2e_p99_s": 1.0}, base, serving)
     row = f.table.filter(pl.col("workload").str.starts_with("serving")).row(0, named=True)
     assert row["setup"] == "tfserve · bf16 · grouped-fast"  # the slower grouping misses the SLO
     assert row["saving_x"] == pytest.approx(2.5)
@@ -375,8 +374,8 @@ def test_report_renders_every_verdict() -> None:
     assert "| deciding ratio | estimate_x | ci_low | ci_high |" in md
     # by hand: bf16 halves prefill at batch 8 only; batching saves ~4× in decode, ~1.4× in
     # prefill; no serving data; the SLO is a recommendation
-    verdicts = [findings.HOLDS, findings.HOLDS, findings.MISSING, "recommendation"]
-    assert [f.verdict for f in results] == verdicts
+    expected = [verdicts.HOLDS, verdicts.HOLDS, verdicts.MISSING, "recommendation"]
+    assert [f.verdict for f in results] == expected
     css = {"holds": "holds", "missing data": "missing", "recommendation": "recommendation"}
     for i, f in enumerate(results, 1):
         assert f"## {i}. {f.title} — **{f.verdict}**" in md.splitlines()
@@ -394,14 +393,14 @@ def test_report_renders_every_verdict() -> None:
 
 def test_page_shows_each_verdict_in_its_colour() -> None:
     css = {
-        findings.HOLDS: "holds",
-        findings.PARTLY: "partly",
-        findings.FAILS: "fails",
-        findings.MISSING: "missing",
-        findings.INCONCLUSIVE: "inconclusive",
+        verdicts.HOLDS: "holds",
+        verdicts.PARTLY: "partly",
+        verdicts.FAILS: "fails",
+        verdicts.MISSING: "missing",
+        verdicts.INCONCLUSIVE: "inconclusive",
         "recommendation": "recommendation",
     }
-    results = [findings.Finding(f"claim {v}", "c", v, "s", "r") for v in css]
+    results = [verdicts.Finding(f"claim {v}", "c", v, "s", "r") for v in css]
     page = findings.to_html(results, {"study": "t"}, {})
     md = findings.to_markdown(results, {"study": "t"})
     for i, (verdict, cls) in enumerate(css.items(), 1):
@@ -423,7 +422,7 @@ def test_request_energies_read_the_per_request_tables(tmp_path: Path) -> None:
     found = findings.request_energies(serving, tmp_path)
     assert list(found) == ["m/bf16/tfserve/poisson-2"]  # the other table is absent
     assert found["m/bf16/tfserve/poisson-2"].tolist() == [9.0, 11.0]  # completed requests only
-    f = findings.shaping_finding(serving, found)
+    f = serving_claims.shaping_finding(serving, found)
     assert (
         f.notes[-1] == "some experiments have no per-request table: their intervals show no spread"
     )

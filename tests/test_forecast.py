@@ -166,12 +166,14 @@ def test_local_rules_come_from_the_rule_files() -> None:
         "download_model",
         "describe_variant",
         "aggregate",
-        "plot",
+        "plot_energy_per_token_vs_batch",
+        "plot_phase_energy_per_request",
+        "plot_time_energy_pareto",
         "plot_power",
         "findings",
         "aggregate_serving",
         "provenance_audit",
-        "plot_serving",
+        "plot_serving_energy_latency",
         "plot_serving_power",
     }
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_record
-from joulebench.results import analysis, plots
+from joulebench.results import analysis, plots, power_plots
 
 REPS = [
     {"pe": 1.0, "pt": 0.1, "fe": 11.0, "ft": 1.1},
@@ -46,7 +46,7 @@ def test_power_over_time_shades_the_phases(tmp_path: Path) -> None:
             run |= {"start_s": 2.0, "end_s": 2.1, "calls": [[2.0, float("nan"), 2.1]]}
         if run["phase"] == "full":
             run |= {"start_s": 2.1, "end_s": 3.0, "calls": [[2.1, 2.2, 3.0]]}
-    intervals = plots._intervals(record)
+    intervals = power_plots.intervals(record)
     assert intervals.filter(pl.col("interval") == "decode").row(0) == ("decode", 2.2, 3.0)
     assert set(intervals["interval"]) == {"idle", "warmup", "prefill", "decode"}
     trace = frame(

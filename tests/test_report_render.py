@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from conftest import make_record
 from joulebench.cli import main
-from joulebench.results import analysis, derived, plots
+from joulebench.results import analysis, derived, plots, study_plots
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.slow
@@ -110,7 +110,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
         == 0
     )
     plots.save(
-        plots.energy_per_token_vs_batch(pl.read_parquet(out / "summary.parquet")),
+        study_plots.energy_per_token_vs_batch(pl.read_parquet(out / "summary.parquet")),
         out / "energy_per_token_vs_batch",
     )
     return out

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from conftest import NO_POWERCAP, REPO
 from joulebench.core.errors import ConfigError
-from joulebench.results import analysis, plots
+from joulebench.results import analysis, plots, power_plots, serving_plots
 from joulebench.serving.load_plan import build_requests
 from joulebench.serving.session import run_session
 from joulebench.study import config
@@ -116,10 +116,10 @@ def test_session_records_table_trace_and_figures(tiny_model: Path, tmp_path: Pat
     assert grouped["energy_attributed_scaled_j"].sum() == pytest.approx(
         records[2]["energy"]["attribution"]["requests_scaled_j"]
     )
-    chart = plots.serving_energy_latency(table)
+    chart = serving_plots.serving_energy_latency(table)
     saved = plots.save(chart, tmp_path / "fig")
     assert "estimate" in saved[0].read_text()
-    power = plots.serving_power_over_time(
+    power = power_plots.serving_power_over_time(
         records[0],
         pl.read_parquet(tmp_path / "poisson_r20.trace.parquet"),
         pl.read_parquet(tmp_path / "poisson_r20.parquet"),
@@ -143,7 +143,7 @@ def test_session_records_table_trace_and_figures(tiny_model: Path, tmp_path: Pat
 
 def test_in_flight_counts_requests_between_send_and_end() -> None:
     table = pl.DataFrame({"sent_s": [0.1, 0.2, 0.5], "end_s": [0.4, 0.3, float("nan")]})
-    steps = plots.in_flight(table)
+    steps = power_plots.in_flight(table)
     assert steps["t_s"].to_list() == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
     assert steps["in_flight"].to_list() == [0, 1, 2, 1, 0, 1]
 

@@ -99,7 +99,7 @@ def test_changing_a_rate_reruns_only_serving(study: Path) -> None:
         "serve",
         "aggregate_serving",
         "provenance_audit",
-        "plot_serving",
+        "plot_serving_energy_latency",
         "plot_serving_power",
         "findings",
         "all",

@@ -18,10 +18,13 @@ import polars as pl
 import pytest
 import yaml
 from conftest import NO_POWERCAP, REPO, TINY_MODEL, snakemake_argv
-from joulebench.results.plots import FIGURES
+from joulebench.results.figures import FIGURES
 from test_config import BAD_VALUES, with_change
 
 pytestmark = pytest.mark.slow
+
+#: The study-wide figure rules (one per figure, each with its own report caption): one job each.
+PLOTS = {f"plot_{figure}": 1 for figure in FIGURES}
 
 STUDY: dict[str, Any] = {
     "study": "e2e",
@@ -192,7 +195,7 @@ def test_changing_one_batch_size_reruns_only_its_job(study: Path) -> None:
         "benchmark",
         "aggregate",
         "provenance_audit",
-        "plot",
+        *PLOTS,
         "plot_power",
         "findings",
         "all",
@@ -245,7 +248,7 @@ def test_an_engine_code_change_reruns_every_benchmark_only(study: Path, tmp_path
         "benchmark",
         "aggregate",
         "provenance_audit",
-        "plot",
+        *PLOTS,
         "plot_power",
         "findings",
         "all",
@@ -253,14 +256,14 @@ def test_an_engine_code_change_reruns_every_benchmark_only(study: Path, tmp_path
 
 
 def test_a_plotting_code_change_reruns_only_plots_and_findings(study: Path, tmp_path: Path) -> None:
-    jobs = planned(study, env=edited_package(tmp_path, "plots.py"))
-    assert set(jobs) == {"plot", "plot_power", "findings", "all"}
-    assert len(jobs["plot"]) == len(FIGURES) and len(jobs["plot_power"]) == 4
+    jobs = planned(study, env=edited_package(tmp_path, "results/plots.py"))
+    assert set(jobs) == {*PLOTS, "plot_power", "findings", "all"}
+    assert all(len(jobs[rule]) == 1 for rule in PLOTS) and len(jobs["plot_power"]) == 4
 
 
 #: What reruns downstream of the benchmarks of the e2e study (README "Reruns"), and in
 #: addition where the set of records changes: the provenance audit, which reads every record.
-DOWNSTREAM = {"aggregate": 1, "plot": len(FIGURES), "findings": 1, "all": 1}
+DOWNSTREAM = {"aggregate": 1, **PLOTS, "findings": 1, "all": 1}
 RECORDS = {"provenance_audit": 1}
 EVERY_BENCHMARK = {"benchmark": 4, "plot_power": 4} | RECORDS | DOWNSTREAM
 
@@ -331,7 +334,7 @@ CODE_EDITS: list[tuple[str, dict[str, int]]] = [
     ("analysis.py", {"plot_power": 4} | DOWNSTREAM),  # the power charts read records with it
     ("derived.py", {"plot_power": 4} | DOWNSTREAM),
     ("stats.py", {"plot_power": 4} | DOWNSTREAM),
-    ("plots.py", {"plot": len(FIGURES), "plot_power": 4, "findings": 1, "all": 1}),
+    ("plots.py", PLOTS | {"plot_power": 4, "findings": 1, "all": 1}),
     ("findings.py", {"findings": 1, "all": 1}),
     ("audit.py", {"provenance_audit": 1, "findings": 1, "all": 1}),
     ("provenance.py", {"provenance_audit": 1, "findings": 1, "all": 1}),
@@ -388,6 +391,13 @@ def test_report_is_self_contained_with_figures_and_table(study: Path) -> None:
     html = (study / "report.html").read_text()
     assert "summary.csv" in html and "energy_per_token_vs_batch" in html
     assert "e2e" in html, "the study name from workflow.rst"
+    for words in (  # each figure's own caption (workflow/report/figures/)
+        "Energy per token against batch size",
+        "Energy per request split into its two phases",
+        "filled, opaque points lie on the Pareto frontier",
+        "one line per traced device",
+    ):
+        assert words in html, words
     assert 'src="http' not in html, "a self-contained report loads nothing from the web"
 
 

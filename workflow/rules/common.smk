@@ -17,7 +17,7 @@ from joulebench.study.points import WILDCARD as POINT_WILDCARD
 from joulebench.core.errors import ConfigError
 from joulebench.models.hub import cache_dir
 from joulebench.models.shapes import architecture, parameter_count
-from joulebench.results.plots import FIGURES, SERVING_FIGURES
+from joulebench.results.figures import FIGURES, SERVING_FIGURES
 from joulebench.models.precisions import PRECISIONS
 from joulebench.provenance.record import source_hash
 from joulebench.study.serving_specs import session_specs
@@ -155,8 +155,6 @@ wildcard_constraints:
     precision=r"[A-Za-z0-9._-]+",
     engine=r"[A-Za-z0-9._-]+",
     point=POINT_WILDCARD,
-    figure="|".join(FIGURES),
-    serving_figure="|".join(SERVING_FIGURES),
     server=r"[A-Za-z0-9._-]+",
     experiment=EXPERIMENT_IDS,
 

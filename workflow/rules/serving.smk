@@ -49,7 +49,7 @@ rule plot_serving_power:
     output:
         **figure_outputs(
             "results/plots/serving_power/{model}/{precision}/{server}/{experiment}",
-            caption="../report/serving_power.rst",
+            caption="../report/figures/serving_power_over_time.rst",
             category="Power traces",
             labels={"experiment": "{model}/{precision}/{server}/{experiment}"},
         ),

@@ -55,9 +55,9 @@ def names_option(
 
 def figure_formats() -> list[str]:
     """The file formats a figure can be saved in (``html``, ...), from the plotting module."""
-    from joulebench.results import plots
+    from joulebench.results import figures
 
-    return [suffix.lstrip(".") for suffix in plots.FORMATS]
+    return [suffix.lstrip(".") for suffix in figures.FORMATS]
 
 
 FIGURE_FORMATS = Names(figure_formats)
@@ -89,9 +89,9 @@ def add_formats(parser: argparse.ArgumentParser) -> None:
 
 def save_chart(chart: Any, args: argparse.Namespace) -> None:
     """Write ``chart`` to ``--out-stem`` in ``--formats`` (all formats when not given)."""
-    from joulebench.results import plots
+    from joulebench.results import figures, plots
 
-    formats = plots.FORMATS if args.formats is None else args.formats
+    formats = figures.FORMATS if args.formats is None else args.formats
     for path in plots.save(chart, Path(args.out_stem), formats):
         log.info("wrote %s", path)
 

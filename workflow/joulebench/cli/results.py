@@ -24,9 +24,9 @@ SUMMARY_COLUMNS = ("config_id", "phase", "status", "precision", "batch_size")
 
 def study_figures() -> list[str]:
     """The study figures' names, from the plotting module."""
-    from joulebench.results import plots
+    from joulebench.results import figures
 
-    return sorted(plots.FIGURES)
+    return sorted(figures.FIGURES)
 
 
 def cmd_aggregate(args: argparse.Namespace) -> None:

@@ -21,9 +21,9 @@ SERVING_COLUMNS = ("experiment", "pattern")
 
 def serving_figures() -> list[str]:
     """The serving figures' names, from the plotting module."""
-    from joulebench.results import plots
+    from joulebench.results import figures
 
-    return sorted(plots.SERVING_FIGURES)
+    return sorted(figures.SERVING_FIGURES)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

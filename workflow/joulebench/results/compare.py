@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from joulebench.results import audit
 from joulebench.core.errors import JoulebenchError
 from joulebench.core.inputs import ArgumentError
+from joulebench.results import audit
+from joulebench.results.report_page import PAGE_CSS, html_table
 from joulebench.results.stats import Interval, bootstrap_means
 
 #: Columns that make rows of two studies the same measurement (not the study, host or device).
@@ -195,8 +196,6 @@ def page(
     studies: list[Study], compared: pl.DataFrame, lines: list[str], svgs: dict[str, str]
 ) -> str:
     """A standalone comparison page: studies, their audits, headline ratios, figures, table."""
-    from joulebench.results.findings import PAGE_CSS, html_table
-
     e = html.escape
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
@@ -226,8 +225,8 @@ def page(
 
 def run(paths: list[str], out_dir: Path, confidence: float = 0.95) -> list[Path]:
     """`joulebench compare`: the table (parquet, csv), figures (html, png, svg) and a page."""
-    from joulebench.results import plots
     from joulebench.core.atomic import write_text, write_with
+    from joulebench.results import plots
 
     if len(paths) < 2:
         raise ArgumentError("results", "compare needs at least two results directories")

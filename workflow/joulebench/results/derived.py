@@ -11,6 +11,8 @@ from typing import Any
 
 import polars as pl
 
+from joulebench.results.analysis import CONFIG_COLUMNS
+
 #: Units of the tidy table's metrics, for the long table.
 UNITS = {
     "energy_j": "J",
@@ -39,8 +41,6 @@ J_PER_KWH = 3.6e6
 
 def long_table(tidy: pl.DataFrame) -> pl.DataFrame:
     """Every measurement as one row: configuration columns, phase, metric, value, unit, source."""
-    from joulebench.results.analysis import CONFIG_COLUMNS
-
     id_cols = [c for c in CONFIG_COLUMNS if c != "config_hash"] + ["phase", "method", "rep"]
     return (
         tidy.unpivot(index=id_cols, on=list(UNITS), variable_name="metric", value_name="value")

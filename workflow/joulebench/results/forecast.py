@@ -330,13 +330,14 @@ def _add_measured(result: Forecast, jobs: list[PlannedJob], history: dict[str, M
 
 def render(fc: Forecast) -> str:
     """The forecast as a short human-readable table."""
+    width = max([18, *(len(r.rule) for r in fc.rules)])  # one column of rule names
     lines = [
-        f"{'rule':18s} {'jobs':>5s} {'where':>6s} {'GPUs/job':>8s} {'req. h':>8s} {'GPU-h':>8s}"
+        f"{'rule':{width}s} {'jobs':>5s} {'where':>6s} {'GPUs/job':>8s} {'req. h':>8s} {'GPU-h':>8s}"
     ]
     for r in fc.rules:
         where = "local" if r.local else "sched"
         lines.append(
-            f"{r.rule:18s} {r.jobs:5d} {where:>6s} {r.gpus_per_job:8d} "
+            f"{r.rule:{width}s} {r.jobs:5d} {where:>6s} {r.gpus_per_job:8d} "
             f"{r.requested_h:8.2f} {r.requested_gpu_h:8.2f}"
         )
     jobs = sum(r.jobs for r in fc.rules)
