@@ -7,6 +7,7 @@ import math
 import polars as pl
 import pytest
 from conftest import make_record
+from joulebench.core.errors import JoulebenchError
 from joulebench.results import analysis
 
 REPS = [
@@ -69,9 +70,11 @@ def test_meter_label_marks_estimates() -> None:
     assert analysis.meter_label(pl.DataFrame({"meter_source": ["nvml"]})) == "nvml"
 
 
-def test_no_records_is_an_error() -> None:
-    with pytest.raises(ValueError, match="no result records"):
+def test_no_records_is_a_user_error() -> None:
+    with pytest.raises(JoulebenchError, match="no result records"):
         analysis.measurements([])
+    with pytest.raises(JoulebenchError, match="no serving records"):
+        analysis.serving_table([])
 
 
 def test_new_quantities_are_summarised_and_old_records_still_aggregate() -> None:

@@ -12,7 +12,12 @@ from typing import Any
 
 import polars as pl
 
+from joulebench.core.errors import JoulebenchError
 from joulebench.results.stats import t_quantile
+
+
+class AggregationError(JoulebenchError):
+    """There is nothing to aggregate (e.g. every configuration of the study was infeasible)."""
 
 #: Columns that identify a configuration (a group in the summary).
 CONFIG_COLUMNS = [
@@ -152,7 +157,10 @@ def measurements(records: list[dict[str, Any]]) -> pl.DataFrame:
         for k in TRACE_QUANTITIES:  # absent from records made before power traces
             runs[k].extend([run.get(k) for run in rec["runs"]])
     if not runs["_record"]:
-        raise ValueError("no result records with measurements to aggregate")
+        raise AggregationError(
+            "no result records with measurements to aggregate: every record is infeasible or "
+            "failed; see the records' status and logs/"
+        )
     config_df = pl.DataFrame(configs, infer_schema_length=None).with_row_index("_record")
     df = (
         pl.DataFrame(runs, strict=False)
@@ -339,7 +347,7 @@ def serving_table(records: list[dict[str, Any]]) -> pl.DataFrame:
             }
         )
     if not rows:
-        raise ValueError("no serving records to aggregate")
+        raise AggregationError("no serving records to aggregate")
     return pl.DataFrame(rows, infer_schema_length=None).sort(
         "model", "precision", "server", "pattern", "offered_rate"
     )
