@@ -62,7 +62,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     ),
 }
 #: Bumped when the summary of a parsed module changes shape (it names the on-disk cache).
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2
 DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 Binding = tuple[str, str | None]  # (module, name in it); name None: the module itself
 
@@ -158,12 +158,28 @@ def summarize(name: str, is_init: bool, text: str, relpath: str) -> dict[str, An
     return {
         "relpath": relpath,
         "imports": imports,
-        "refs": {scope: sorted(found) for scope, found in refs.items()},
+        "refs": {scope: ours(found, imports, defs) for scope, found in refs.items()},
         "defs": defs,
         "code": digest_of(tree),
         "top": digest_of(ast.Module(body=top, type_ignores=[])),
         "functions": functions,
     }
+
+
+def ours(refs: set[str], imports: list[list[Any]], defs: dict[str, str]) -> list[str]:
+    """The references that may name package code: their first name is a definition here or
+    bound by an import; a reference that only extends another (``a.b`` of ``a.b.c``) is
+    dropped, the longer one reaches what it does."""
+    names = set(defs)
+    for module, imported, asname, _scope in imports:
+        if imported is None:
+            names.add(asname or module.split(".")[0])
+        else:
+            names.update(bound for _name, bound in imported)
+    kept = sorted(r for r in refs if r.split(".")[0] in names)
+    return [
+        r for i, r in enumerate(kept) if not kept[i + 1 :] or not kept[i + 1].startswith(r + ".")
+    ]
 
 
 def cache_dir() -> Path:
@@ -197,31 +213,49 @@ def summary(name: str, path: Path, relpath: str) -> dict[str, Any]:
     return found
 
 
-class Walk:
-    """The modules, and the functions and classes in them, one step reaches."""
+class Package:
+    """The modules and package directories under a package directory, read once."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.loaded: dict[str, dict[str, Any] | None] = {}  # None: a namespace package
-        self.entered: set[tuple[str, str]] = set()
+        self.files: dict[str, str] = {}  # module name → path relative to root
+        self.packages: set[str] = set()
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            rel = Path(folder).relative_to(root)
+            package = ".".join([PACKAGE, *rel.parts])
+            self.packages.add(package)
+            for file in files:
+                if file.endswith(".py"):
+                    stem = file.removesuffix(".py")
+                    name = package if stem == "__init__" else f"{package}.{stem}"
+                    self.files[name] = (rel / file).as_posix()
         self.summaries: dict[str, dict[str, Any] | None] = {}
 
-    def file(self, name: str) -> Path | None:
-        base = self.root.joinpath(*name.split(".")[1:])
-        for path in (base.with_suffix(".py") if "." in name else None, base / "__init__.py"):
-            if path is not None and path.is_file():
-                return path
-        return None
+    def source(self, name: str) -> dict[str, Any] | None:
+        """The summary of module ``name`` (None: no file, e.g. a namespace package)."""
+        if name not in self.summaries:
+            relpath = self.files.get(name)
+            found = summary(name, self.root / relpath, relpath) if relpath else None
+            self.summaries[name] = found
+        return self.summaries[name]
+
+
+class Walk:
+    """The modules, and the functions and classes in them, one step reaches."""
+
+    def __init__(self, package: Package) -> None:
+        self.root = package.root
+        self.package = package
+        self.loaded: dict[str, dict[str, Any] | None] = {}  # None: a namespace package
+        self.entered: set[tuple[str, str]] = set()
+        self.bound: dict[str, dict[str, Binding]] = {}
 
     def is_module(self, name: str) -> bool:
-        return self.source(name) is not None or self.root.joinpath(*name.split(".")[1:]).is_dir()
+        return name in self.package.files or name in self.package.packages
 
     def source(self, name: str) -> dict[str, Any] | None:
-        if name not in self.summaries:
-            path = self.file(name)
-            relpath = path.relative_to(self.root).as_posix() if path else ""
-            self.summaries[name] = summary(name, path, relpath) if path else None
-        return self.summaries[name]
+        return self.package.source(name)
 
     def load(self, name: str, importer: str = "") -> None:
         """Import module ``name``: the packages above it, then its module-level code."""
@@ -255,7 +289,7 @@ class Walk:
         local: dict[str, Binding] = {}
         for imp in src["imports"]:
             if imp[3] == scope:
-                self.bind(imp, local, module)
+                self.bind(imp, local)
                 self.load_import(imp, module)
         bound = {**self.bindings(module), **local}
         for ref in src["refs"].get(scope, ()):
@@ -275,7 +309,7 @@ class Walk:
             if self.is_module(f"{module}.{name}"):
                 self.load(f"{module}.{name}", importer)
 
-    def bind(self, imp: list[Any], out: dict[str, Binding], importer: str) -> None:
+    def bind(self, imp: list[Any], out: dict[str, Binding]) -> None:
         module, names, asname = imp[0], imp[1], imp[2]
         if names is None:
             out[asname or PACKAGE] = (module if asname else PACKAGE, None)
@@ -286,12 +320,15 @@ class Walk:
 
     def bindings(self, module: str) -> dict[str, Binding]:
         """Module-level names of ``module``: its definitions and what its imports bind."""
+        if module in self.bound:
+            return self.bound[module]
         src = self.loaded[module]
         assert src is not None
         out: dict[str, Binding] = {name: (module, name) for name in src["defs"]}
         for imp in src["imports"]:
             if imp[3] == "":
-                self.bind(imp, out, module)
+                self.bind(imp, out)
+        self.bound[module] = out
         return out
 
     def resolve(self, chain: list[str], bound: dict[str, Binding]) -> Binding | None:
@@ -343,11 +380,11 @@ def package_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def step_walk(step: str, root: Path | None = None) -> Walk:
+def step_walk(step: str, root: Path | Package | None = None) -> Walk:
     """Walk ``step``'s entry points (and what every step runs) in the package at ``root``."""
     if step not in STEPS:
         raise CodeHashError(f"no workflow step '{step}'; allowed: {', '.join(sorted(STEPS))}")
-    walk = Walk(root or package_root())
+    walk = Walk(root if isinstance(root, Package) else Package(root or package_root()))
     for entry in (*COMMON, *STEPS[step]):
         module, _, function = entry.partition(":")
         if function:
@@ -364,7 +401,7 @@ def step_modules(step: str, root: Path | None = None) -> list[str]:
     return sorted(src["relpath"] for src in step_walk(step, root).loaded.values() if src)
 
 
-def source_hash(step: str, root: Path | None = None) -> str:
+def source_hash(step: str, root: Path | Package | None = None) -> str:
     """A short hash of the code workflow ``step`` runs: rules pass it as a param, so an edit to
     that code reruns the step's jobs and an edit elsewhere (or to a comment) reruns nothing."""
     return step_walk(step, root).digest()
@@ -372,4 +409,5 @@ def source_hash(step: str, root: Path | None = None) -> str:
 
 def source_hashes(root: Path | None = None) -> dict[str, str]:
     """``source_hash`` of every step."""
-    return {step: source_hash(step, root) for step in STEPS}
+    package = Package(root or package_root())
+    return {step: source_hash(step, package) for step in STEPS}
