@@ -147,6 +147,16 @@ def test_a_cli_handler_edit_changes_its_step_only(package: Path) -> None:
     assert changed(after, hashes(package)) == set(STEPS)
 
 
+def test_a_function_edit_changes_the_steps_that_run_the_function(package: Path) -> None:
+    """Every command loads the precision registry (a module-level edit there changes every
+    step), but only `variant` (its entry module) and `quantize` call ``variant_manifest``."""
+    before = hashes(package)
+    edit_function(package / "models" / "precisions.py", "variant_manifest")
+    assert changed(before, after := hashes(package)) == {"variant", "quantize"}
+    edit_code(package / "models" / "precisions.py")
+    assert changed(after, hashes(package)) == set(STEPS)
+
+
 def test_comments_docstrings_and_blank_lines_change_nothing(package: Path) -> None:
     before = hashes(package)
     for relpath in ("energy/rapl.py", "harness/bench.py", "results/plots.py", "cli/__init__.py"):

@@ -1,24 +1,21 @@
 """Code hashes: the package code a workflow step runs, found by walking its import graph.
 
-Snakemake's code trigger sees only a rule's own ``run:`` block, so every rule passes
-``source_hash(step)`` as a parameter: an edit to code the step runs reruns its jobs, an edit
-anywhere else reruns nothing. Each step names only its entry points (:data:`STEPS`); what they
-reach is read from the sources with :mod:`ast` (nothing is imported), and a module counts with
-its code only, so an edit to a comment, a docstring or blank lines changes no hash.
+Snakemake's code trigger sees only a rule's ``run:`` block, so each rule passes
+``source_hash(step)`` as a param: an edit to code the step runs reruns its jobs, other edits
+rerun nothing. Each step names its entry points (:data:`STEPS`); what they reach is read with
+:mod:`ast` (nothing is imported). Comments, docstrings and blank lines change no hash.
 
-The walk follows what Python runs:
-
-- *Loading* a module (any ``import`` of it or of a name in it, and the package ``__init__``
-  above it) runs its module-level code: its module-level imports are loaded in turn and the
-  functions and classes that code refers to are entered. A loaded module's code counts whole.
-- *Entering* a function or class (an entry point, or a name that entered code refers to, called
-  or passed on) loads the modules its own imports name and enters what it refers to; a class
-  counts with all its methods. So a function-level import counts where its function can run,
-  not wherever its module is loaded (the CLI loads registries for ``--help``, not engines).
-- The CLI (:data:`DISPATCH`) is the dispatcher every step goes through: ``python -m joulebench``
-  loads it and calls one command handler. Of a CLI module a step counts the module-level code
-  and the functions it enters; the handlers that ``main`` registers with
-  ``set_defaults(func=...)`` are entered only as a step's own entry point.
+- *Loading* a module (an ``import`` of it or of a name in it; the package ``__init__`` above
+  it) runs its module-level code: its module-level imports are loaded and what that code
+  refers to is entered.
+- *Entering* a function or class (an entry point, or a name entered code refers to, called or
+  passed on) loads what its own imports name and enters what it refers to (a class with all
+  its methods): a function-level import counts where its function can run, not wherever its
+  module is loaded (the CLI loads registries for ``--help``, not engines).
+- A module counts with its module-level code (classes whole) and the functions the step enters;
+  a module given as an entry point enters all its functions.
+- The CLI (:data:`DISPATCH`) dispatches every step: its module-level code enters nothing, and
+  handlers registered with ``set_defaults(func=...)`` are entered only as a step's entry point.
 """
 
 from __future__ import annotations
@@ -62,8 +59,9 @@ STEPS: dict[str, tuple[str, ...]] = {
     ),
 }
 #: Bumped when the summary of a parsed module changes shape (it names the on-disk cache).
-SUMMARY_VERSION = 2
-DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+SUMMARY_VERSION = 3
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+DEFS = (*FUNCTIONS, ast.ClassDef)
 Binding = tuple[str, str | None]  # (module, name in it); name None: the module itself
 
 
@@ -124,7 +122,8 @@ def dotted(node: ast.AST) -> list[str]:
 def summarize(name: str, is_init: bool, text: str, relpath: str) -> dict[str, Any]:
     """What the walk needs of one module: its ``joulebench`` imports and the dotted names it
     refers to, per scope (a top-level function or class; "" for module-level code), its
-    top-level definitions, and digests of its code without docstrings."""
+    top-level definitions, and digests of its code without docstrings: the module-level code
+    (classes included) and each top-level function."""
     try:
         tree = ast.parse(text, relpath)
     except SyntaxError as err:
@@ -132,14 +131,12 @@ def summarize(name: str, is_init: bool, text: str, relpath: str) -> dict[str, An
     strip_docstrings(tree)
     imports: list[list[Any]] = []
     refs: dict[str, set[str]] = {}
-    defs: dict[str, str] = {}
-    functions: dict[str, str] = {}
+    functions = {s.name: digest_of(s) for s in tree.body if isinstance(s, FUNCTIONS)}
+    defs = {s.name: "class" for s in tree.body if isinstance(s, ast.ClassDef)} | {
+        name: "function" for name in functions
+    }
     for stmt in tree.body:
         scope = stmt.name if isinstance(stmt, DEFS) else ""
-        if isinstance(stmt, DEFS):
-            defs[scope] = "class" if isinstance(stmt, ast.ClassDef) else "function"
-            if not isinstance(stmt, ast.ClassDef):
-                functions[scope] = digest_of(stmt)
         skipped = registered_handlers(stmt)
         found = refs.setdefault(scope, set())
         for node in ast.walk(stmt):
@@ -154,13 +151,12 @@ def summarize(name: str, is_init: bool, text: str, relpath: str) -> dict[str, An
                     imports.append([module, names, None, scope])
             elif id(node) not in skipped and (chain := dotted(node)):
                 found.add(".".join(chain))
-    top = [s for s in tree.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    top = [s for s in tree.body if not isinstance(s, FUNCTIONS)]
     return {
         "relpath": relpath,
         "imports": imports,
         "refs": {scope: ours(found, imports, defs) for scope, found in refs.items()},
         "defs": defs,
-        "code": digest_of(tree),
         "top": digest_of(ast.Module(body=top, type_ignores=[])),
         "functions": functions,
     }
@@ -254,9 +250,6 @@ class Walk:
     def is_module(self, name: str) -> bool:
         return name in self.package.files or name in self.package.packages
 
-    def source(self, name: str) -> dict[str, Any] | None:
-        return self.package.source(name)
-
     def load(self, name: str, importer: str = "") -> None:
         """Import module ``name``: the packages above it, then its module-level code."""
         parts = name.split(".")
@@ -264,7 +257,7 @@ class Walk:
             self.load(".".join(parts[:i]), importer)
         if name in self.loaded:
             return
-        src = self.source(name)
+        src = self.package.source(name)
         if src is None and not self.is_module(name):
             where = f" (imported by {importer})" if importer else ""
             raise CodeHashError(f"module '{name}'{where} has no file under {self.root}")
@@ -344,7 +337,7 @@ class Walk:
             else:
                 name = attr
         for _ in range(10):  # a name re-exported by an import (a package __init__)
-            src = self.source(module)
+            src = self.package.source(module)
             if name is None or src is None or name in src["defs"]:
                 break
             self.load(module)
@@ -352,7 +345,10 @@ class Walk:
             if again is None:
                 return (module, None)  # a constant: loading the module is all
             module, name = again
-        if name is not None and (self.source(module) or {}).get("defs", {}).get(name) is None:
+        if (
+            name is not None
+            and (self.package.source(module) or {}).get("defs", {}).get(name) is None
+        ):
             return (module, None)
         return (module, name)
 
@@ -362,11 +358,8 @@ class Walk:
         for name, src in self.loaded.items():
             if src is None:
                 continue
-            if in_dispatch(name):
-                used = sorted(f for m, f in self.entered if m == name)
-                code = ",".join([src["top"], *(src["functions"].get(f, "") for f in used)])
-            else:
-                code = src["code"]
+            used = sorted(f for m, f in self.entered if m == name)
+            code = ",".join([src["top"], *(src["functions"].get(f, "") for f in used)])
             parts.append(f"{src['relpath']}\0{code}\0")
         return hashlib.sha256("".join(sorted(parts)).encode()).hexdigest()[:16]
 
