@@ -56,7 +56,12 @@ def test_bench_devices_are_the_schema_enum() -> None:
 
 
 def test_forecast_default_power_is_the_forecast_constant() -> None:
-    assert option("forecast", "gpu_power_w").default == forecast.DEFAULT_GPU_POWER_W
+    action = option("forecast", "gpu_power_w")
+    assert action.default is None  # the forecast's own default applies
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    shown = sub.choices["forecast"].format_help()
+    assert f"(default: {forecast.DEFAULT_GPU_POWER_W:g} W)" in " ".join(shown.split())
     default = inspect.signature(forecast.forecast).parameters["gpu_power_w"].default
     assert default == forecast.DEFAULT_GPU_POWER_W
 

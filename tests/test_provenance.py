@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -14,12 +15,18 @@ from typing import Any
 import pytest
 from conftest import REPO, make_record
 from fakehw import FakeNvml
+from joulebench.core.errors import JoulebenchError
+from joulebench.provenance import codehash
 from joulebench.provenance import record as provenance
 from joulebench.results import audit
 
+STEPS = sorted(codehash.STEPS)
+
 
 @pytest.fixture
-def package(tmp_path: Path) -> Path:
+def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the package to edit; the parse cache goes to tmp_path too."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     dst = tmp_path / "joulebench"
     shutil.copytree(
         REPO / "workflow" / "joulebench", dst, ignore=shutil.ignore_patterns("__pycache__")
@@ -27,34 +34,247 @@ def package(tmp_path: Path) -> Path:
     return dst
 
 
-def test_source_hash_follows_only_the_steps_own_sources(package: Path) -> None:
-    before = {s: provenance.source_hash(s, package) for s in provenance.CODE_DEPENDENCIES}
-    engine = package / "harness" / "engines" / "hf_transformers.py"
-    engine.write_text(engine.read_text() + "\n# a change in the engine\n")
-    after = {s: provenance.source_hash(s, package) for s in provenance.CODE_DEPENDENCIES}
-    assert after["bench"] != before["bench"]
-    assert {s: after[s] for s in after if s != "bench"} == {
-        s: before[s] for s in before if s != "bench"
-    }
-    (package / "results" / "plots.py").write_text("# changed\n")
-    assert provenance.source_hash("bench", package) == after["bench"]
-    assert provenance.source_hash("plot", package) != after["plot"]
+def hashes(package: Path) -> dict[str, str]:
+    return {step: codehash.source_hash(step, package) for step in STEPS}
 
 
-def test_source_hash_errors_name_the_step(package: Path) -> None:
-    with pytest.raises(KeyError, match="no code dependencies for step 'nope'; allowed: "):
-        provenance.source_hash("nope", package)
+def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {step for step in before if before[step] != after[step]}
+
+
+def edit_code(path: Path) -> None:
+    """A code edit: one more module-level statement."""
+    path.write_text(path.read_text() + "\n_EDITED_BY_A_TEST = 1\n")
+
+
+def edit_function(path: Path, name: str) -> None:
+    """A code edit inside top-level function ``name`` only: a statement before its body."""
+    lines = path.read_text().splitlines(keepends=True)
+    node = next(
+        n
+        for n in ast.parse("".join(lines)).body
+        if isinstance(n, ast.FunctionDef) and n.name == name
+    )
+    first = node.body[0]
+    lines.insert(first.lineno - 1, " " * first.col_offset + "_edited_by_a_test = 1\n")
+    path.write_text("".join(lines))
+
+
+def handler(step: str) -> tuple[Path, str]:
+    """The file and function of ``step``'s first CLI handler, as its entry point names them."""
+    module, _, function = next(e for e in codehash.STEPS[step] if ":" in e).partition(":")
+    return entry_file(REPO / "workflow" / "joulebench", module), function
+
+
+def entry_file(package: Path, module: str) -> Path:
+    base = package.joinpath(*module.split(".")[1:])
+    return base.with_suffix(".py") if base.with_suffix(".py").is_file() else base / "__init__.py"
+
+
+def test_every_entry_point_exists() -> None:
+    """Each step's entry modules and CLI handlers are in the package (the table names modules,
+    so a module that moves must be renamed there)."""
+    package = REPO / "workflow" / "joulebench"
+    for entry in {e for entries in codehash.STEPS.values() for e in entries} | set(codehash.COMMON):
+        module, _, function = entry.partition(":")
+        path = entry_file(package, module)
+        assert path.is_file(), f"entry {entry}: no module {module}"
+        if function:
+            tree = ast.parse(path.read_text())
+            names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+            assert function in names, f"entry {entry}: {path.name} defines no {function}"
+
+
+def test_the_rules_steps_are_the_tables_steps() -> None:
+    """Every ``CODE["step"]`` a rule passes is a step with entry points, and every step is used."""
+    used = set()
+    for rules in (REPO / "workflow" / "rules").glob("*.smk"):
+        used |= set(re.findall(r'CODE\["([\w-]+)"\]', rules.read_text()))
+    assert used == set(codehash.STEPS)
+
+
+def test_unknown_step_and_missing_module_are_named(package: Path) -> None:
+    with pytest.raises(JoulebenchError, match="no workflow step 'nope'; allowed: aggregate, "):
+        codehash.source_hash("nope", package)
     (package / "harness" / "memory.py").unlink()
-    with pytest.raises(FileNotFoundError, match=r"'harness/memory\.py' of step 'bench'"):
-        provenance.source_hash("bench", package)
+    with pytest.raises(
+        codehash.CodeHashError,
+        match=r"module 'joulebench\.harness\.memory' \(imported by joulebench\.harness\.bench\)",
+    ):
+        codehash.source_hash("bench", package)
 
 
-def test_editing_the_energy_package_reruns_benchmarks_and_serving(package: Path) -> None:
-    before = {s: provenance.source_hash(s, package) for s in provenance.CODE_DEPENDENCIES}
-    meter = package / "energy" / "rapl.py"
-    meter.write_text(meter.read_text() + "\n# a change in a meter\n")
-    after = {s: provenance.source_hash(s, package) for s in provenance.CODE_DEPENDENCIES}
-    assert {s for s in after if after[s] != before[s]} == {"bench", "serve"}
+#: A code edit to a module and the steps that import it, read off the imports by hand: the
+#: meters run in benchmarks and serving sessions only; the engines in benchmarks only; arrival
+#: processes in serving sessions only; plots in the figures and the findings report (which
+#: embeds them); nothing on a step's path imports the comparison or the forecast.
+CODE_EDITS: list[tuple[str, set[str]]] = [
+    ("energy/rapl.py", {"bench", "serve"}),
+    ("energy/attribution.py", {"serve"}),
+    ("harness/engines/hf_transformers.py", {"bench"}),
+    ("harness/memory.py", {"bench"}),
+    ("workload/arrivals.py", {"serve"}),
+    ("models/quantize.py", {"quantize"}),
+    ("results/plots.py", {"plot", "plot-serving", "findings"}),
+    ("results/findings.py", {"findings"}),
+    ("results/audit.py", {"audit"}),
+    ("results/compare.py", set()),
+    ("results/forecast.py", set()),
+    ("core/errors.py", set(STEPS)),  # the CLI imports it to report errors
+]
+
+
+@pytest.mark.parametrize(("relpath", "steps"), CODE_EDITS, ids=[e[0] for e in CODE_EDITS])
+def test_a_code_edit_changes_the_steps_that_import_it(
+    package: Path, relpath: str, steps: set[str]
+) -> None:
+    before = hashes(package)
+    edit_code(package / relpath)
+    assert changed(before, hashes(package)) == steps
+
+
+def test_a_cli_handler_edit_changes_its_step_only(package: Path) -> None:
+    """The CLI counts function by function: a handler's edit is its step's, ``main``'s every
+    step's, and an edit to a command no step runs (``forecast``) no step's."""
+    before = hashes(package)
+    path, function = handler("plot")
+    copy = package / path.relative_to(REPO / "workflow" / "joulebench")
+    edit_function(copy, function)
+    assert changed(before, after := hashes(package)) == {"plot"}
+    edit_function(copy, "cmd_forecast")
+    assert hashes(package) == after
+    edit_function(package / "cli" / "__init__.py", "main")
+    assert changed(after, hashes(package)) == set(STEPS)
+
+
+def test_a_function_edit_changes_the_steps_that_run_the_function(package: Path) -> None:
+    """Every command loads the precision registry (a module-level edit there changes every
+    step), but only `variant` and `quantize` call ``variant_manifest``."""
+    before = hashes(package)
+    edit_function(package / "models" / "variants.py", "variant_manifest")
+    assert changed(before, after := hashes(package)) == {"variant", "quantize"}
+    edit_code(package / "models" / "precisions.py")
+    assert changed(after, hashes(package)) == set(STEPS)
+
+
+def test_comments_docstrings_and_blank_lines_change_nothing(package: Path) -> None:
+    before = hashes(package)
+    for relpath in ("energy/rapl.py", "harness/bench.py", "results/plots.py", "cli/__init__.py"):
+        path = package / relpath
+        text = path.read_text()
+        tree = ast.parse(text)
+        doc = ast.get_docstring(tree, clean=False)
+        assert doc, relpath
+        text = text.replace(doc, doc + " Edited.", 1)
+        functions = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        fdoc = next(d for f in functions if (d := ast.get_docstring(f, clean=False)))
+        text = text.replace(fdoc, "An edited docstring.", 1)
+        path.write_text(text)
+        # comments and blank lines before every top-level statement and inside a function
+        tree = ast.parse(text)
+        lines = text.splitlines(keepends=True)
+        inner = functions[0].body[-1]
+        places = [(s.lineno, 0) for s in tree.body] + [(inner.lineno, inner.col_offset)]
+        for line, indent in sorted(places, reverse=True):
+            lines.insert(line - 1, f"\n{' ' * indent}# a comment\n")
+        path.write_text("".join(lines))
+        assert "Edited." in (ast.get_docstring(ast.parse(path.read_text())) or "")
+    assert hashes(package) == before
+
+
+def test_a_module_nothing_imports_changes_nothing(package: Path) -> None:
+    before = hashes(package)
+    (package / "results" / "unused.py").write_text('"""Nobody imports this."""\nX = 1\n')
+    (package / "energy" / "spare.py").write_text("from joulebench.energy import rapl\n")
+    assert hashes(package) == before
+
+
+@pytest.mark.parametrize(
+    ("where", "statement"),
+    [
+        ("top", "from joulebench.harness import extra\n"),
+        ("function", "from .extra import EXTRA\n"),
+    ],
+)
+def test_a_new_import_in_an_entry_module_pulls_the_module_in(
+    package: Path, where: str, statement: str
+) -> None:
+    """A new module counts for a step once the step's code imports it, at the top of a module
+    or inside one of its functions (relative imports too), and not before."""
+    extra = package / "harness" / "extra.py"
+    extra.write_text("EXTRA = 1\n")
+    before = hashes(package)
+    edit_code(extra)
+    assert hashes(package) == before
+    bench = package / "harness" / "bench.py"
+    if where == "top":
+        bench.write_text(statement + bench.read_text())
+    else:
+        tree = ast.parse(bench.read_text())
+        body = next(n for n in tree.body if isinstance(n, ast.FunctionDef)).body[-1]
+        lines = bench.read_text().splitlines(keepends=True)
+        lines.insert(body.lineno - 1, " " * body.col_offset + statement)
+        bench.write_text("".join(lines))
+    assert "harness/extra.py" in codehash.step_modules("bench", package)
+    middle = hashes(package)
+    edit_code(extra)
+    assert changed(middle, hashes(package)) == {"bench"}
+
+
+def test_the_walk_covers_what_python_imports(tmp_path: Path) -> None:
+    """Independent of the walk: the joulebench modules Python itself has loaded after importing
+    a step's entry modules are all among the modules the step's hash counts."""
+    for step in STEPS:
+        modules = sorted({e.partition(":")[0] for e in (*codehash.COMMON, *codehash.STEPS[step])})
+        modules.remove("joulebench.__main__")  # it runs main(); its one import is the CLI
+        script = (
+            "import importlib, json, sys\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
+            "print(json.dumps(sorted(n for n in sys.modules if n.split('.')[0] == 'joulebench')))"
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+        out = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+        )
+        loaded = {
+            entry_file(REPO / "workflow" / "joulebench", name)
+            .relative_to(REPO / "workflow" / "joulebench")
+            .as_posix()
+            for name in json.loads(out.stdout)
+            if entry_file(REPO / "workflow" / "joulebench", name).is_file()
+        }
+        assert loaded <= set(codehash.step_modules(step)), (
+            step,
+            loaded - set(codehash.step_modules(step)),
+        )
+
+
+def fresh_hashes(package: Path) -> dict[str, str]:
+    """``source_hashes`` in a fresh process (no parsed modules in memory)."""
+    script = (
+        "import json, sys; from pathlib import Path; from joulebench.provenance import codehash;"
+        "print(json.dumps(codehash.source_hashes(Path(sys.argv[1]))))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "workflow")}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(package)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return json.loads(out.stdout)
+
+
+def test_a_corrupt_cache_entry_is_read_afresh(package: Path, tmp_path: Path) -> None:
+    """The on-disk parse cache is only a cache: garbage in it is parsed afresh."""
+    before = fresh_hashes(package)
+    assert before == hashes(package)
+    entries = list((tmp_path / "cache").rglob("*.json"))
+    assert len(entries) > 20
+    for entry in entries:
+        entry.write_text("{not json")
+    assert fresh_hashes(package) == before
 
 
 def test_gpu_info_describes_visible_gpus(

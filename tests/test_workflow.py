@@ -228,8 +228,11 @@ def test_changing_a_measurement_setting_reruns_every_benchmark(study: Path) -> N
     assert "prepare_model" not in jobs and "describe_variant" not in jobs
 
 
-def edited_package(tmp_path: Path, relpath: str) -> dict[str, str]:
-    """A copy of the package with ``relpath`` edited, as the environment that imports it."""
+def edited_package(
+    tmp_path: Path, relpath: str, edit: str = "\n_EDITED_BY_A_TEST = 1\n"
+) -> dict[str, str]:
+    """A copy of the package with ``edit`` (a line of code) appended to ``relpath``, as the
+    environment that imports it."""
     shutil.copytree(
         REPO / "workflow" / "joulebench",
         tmp_path / "joulebench",
@@ -237,12 +240,12 @@ def edited_package(tmp_path: Path, relpath: str) -> dict[str, str]:
     )
     shutil.copytree(REPO / "workflow" / "schemas", tmp_path / "schemas")
     edited = tmp_path / "joulebench" / relpath
-    edited.write_text(edited.read_text() + "\n# an edit\n")
+    edited.write_text(edited.read_text() + edit)
     return {"PYTHONPATH": str(tmp_path)}
 
 
 def test_an_engine_code_change_reruns_every_benchmark_only(study: Path, tmp_path: Path) -> None:
-    jobs = planned(study, env=edited_package(tmp_path, "engines/hf_transformers.py"))
+    jobs = planned(study, env=edited_package(tmp_path, "harness/engines/hf_transformers.py"))
     assert len(jobs["benchmark"]) == 4 == len(jobs["plot_power"])  # new traces, new charts
     assert set(jobs) == {
         "benchmark",
@@ -320,24 +323,33 @@ def test_a_config_edit_reruns_exactly_its_jobs(
     assert planned_with(study, **changes) == expected
 
 
+#: Every step runs the CLI, which loads the precision registry (and the host CPU facts it needs).
+EVERYTHING = {"prepare_model": 1, "describe_variant": 2} | EVERY_BENCHMARK
+
 #: README's rerun table for code: a package file edited and the exact jobs per rule it reruns.
+#: Which steps import which module is `joulebench.provenance.codehash`'s to find (tested in
+#: test_provenance); here the rules take its hashes and rerun exactly those steps' jobs.
 CODE_EDITS: list[tuple[str, dict[str, int]]] = [
-    ("bench.py", EVERY_BENCHMARK),
-    ("engines/hf_transformers.py", EVERY_BENCHMARK),
-    ("memory.py", EVERY_BENCHMARK),
+    ("harness/bench.py", EVERY_BENCHMARK),
+    ("harness/engines/hf_transformers.py", EVERY_BENCHMARK),
+    ("harness/memory.py", EVERY_BENCHMARK),
     ("energy/meters.py", EVERY_BENCHMARK),
-    ("hostcpu.py", EVERY_BENCHMARK),
-    ("config.py", EVERY_BENCHMARK),
-    ("precisions.py", {"describe_variant": 2} | EVERY_BENCHMARK),
-    ("models.py", {"prepare_model": 1, "describe_variant": 2} | EVERY_BENCHMARK),
-    ("quantize.py", {}),  # no ct-* variant in this study (test_quantize_workflow has one)
-    ("analysis.py", {"plot_power": 4} | DOWNSTREAM),  # the power charts read records with it
-    ("derived.py", {"plot_power": 4} | DOWNSTREAM),
-    ("stats.py", {"plot_power": 4} | DOWNSTREAM),
-    ("plots.py", PLOTS | {"plot_power": 4, "findings": 1, "all": 1}),
-    ("findings.py", {"findings": 1, "all": 1}),
-    ("audit.py", {"provenance_audit": 1, "findings": 1, "all": 1}),
-    ("provenance.py", {"provenance_audit": 1, "findings": 1, "all": 1}),
+    ("energy/rapl.py", EVERY_BENCHMARK),
+    ("provenance/record.py", {"describe_variant": 2} | EVERY_BENCHMARK),
+    ("study/config.py", EVERYTHING),
+    ("models/sources.py", EVERYTHING),
+    ("models/precisions.py", EVERYTHING),
+    ("core/hostcpu.py", EVERYTHING),
+    ("cli/__init__.py", EVERYTHING),
+    ("models/quantize.py", {}),  # no ct-* variant in this study (test_quantize_workflow has one)
+    ("results/analysis.py", {"plot_power": 4} | DOWNSTREAM),  # the power charts read records
+    ("results/derived.py", {"plot_power": 4} | DOWNSTREAM),
+    ("results/stats.py", {"plot_power": 4} | DOWNSTREAM),
+    ("results/plots.py", PLOTS | {"plot_power": 4, "findings": 1, "all": 1}),
+    ("results/findings.py", {"findings": 1, "all": 1}),
+    ("results/audit.py", {"provenance_audit": 1, "findings": 1, "all": 1}),
+    ("results/compare.py", {}),  # no step imports it
+    ("workload/arrivals.py", {}),  # serving only; this study serves nothing
 ]
 
 
@@ -346,6 +358,15 @@ def test_a_code_edit_reruns_exactly_its_jobs(
     study: Path, tmp_path: Path, relpath: str, reruns: dict[str, int]
 ) -> None:
     assert rules(planned(study, env=edited_package(tmp_path, relpath))) == reruns
+
+
+def test_a_comment_or_docstring_edit_reruns_nothing(study: Path, tmp_path: Path) -> None:
+    env = edited_package(tmp_path, "harness/bench.py", "\n# an edit\n")
+    edited = tmp_path / "joulebench" / "harness" / "bench.py"
+    text = edited.read_text()
+    assert text.startswith('"""')
+    edited.write_text('"""An edited docstring. ' + text[3:])
+    assert planned(study, env=env) == {}
 
 
 def test_a_run_block_edit_reruns_that_rules_jobs(study: Path, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from joulebench.models.hub import cache_dir
 from joulebench.models.shapes import architecture, parameter_count
 from joulebench.results.figures import FIGURES, SERVING_FIGURES
 from joulebench.models.precisions import PRECISIONS
-from joulebench.provenance.record import source_hash
+from joulebench.provenance.codehash import source_hashes
 from joulebench.study.serving_specs import session_specs
 
 try:
@@ -31,24 +31,10 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 
-#: Hash of the package sources each step runs, passed as a param: Snakemake's code trigger sees
-#: only `run:` blocks, so without it an edit to the engine or meters would rerun nothing.
-CODE = {
-    step: source_hash(step)
-    for step in (
-        "prepare-model",
-        "variant",
-        "quantize",
-        "bench",
-        "aggregate",
-        "plot",
-        "findings",
-        "audit",
-        "serve",
-        "aggregate-serving",
-        "plot-serving",
-    )
-}
+#: Hash of the package code each step runs (its import graph from the step's entry points),
+#: passed as a param: Snakemake's code trigger sees only `run:` blocks, so without it an edit to
+#: the engine or meters would rerun nothing. Comments and docstrings count for nothing.
+CODE = source_hashes()
 
 #: The model cache shared by studies (hub downloads, ct-* checkpoints). Passed to the jobs that
 #: fill it, not as a param: moving the cache reruns nothing.

@@ -12,7 +12,6 @@ from pathlib import Path
 from joulebench.cli.options import Names, add_formats, config_section, save_chart
 from joulebench.cli.serving import SERVING_COLUMNS
 from joulebench.core import inputs
-from joulebench.results.forecast import DEFAULT_GPU_POWER_W
 
 log = logging.getLogger("joulebench")
 
@@ -20,6 +19,15 @@ log = logging.getLogger("joulebench")
 BENCH_RECORD_KEYS = ("config", "config_id", "config_hash", "provenance")
 #: What the summary table must hold for the figures and the report.
 SUMMARY_COLUMNS = ("config_id", "phase", "status", "precision", "batch_size")
+
+
+class ForecastPower:
+    """The forecast's default power per GPU, as help text shows it (read when shown)."""
+
+    def __str__(self) -> str:
+        from joulebench.results.forecast import DEFAULT_GPU_POWER_W
+
+        return f"{DEFAULT_GPU_POWER_W:g}"
 
 
 def study_figures() -> list[str]:
@@ -109,7 +117,8 @@ def cmd_forecast(args: argparse.Namespace) -> None:
         text = forecast.snakemake_dry_run(args.snakemake_args)
     jobs = forecast.parse_dry_run(text, forecast.local_rules())
     history = forecast.load_history(Path(args.results))
-    fc = forecast.forecast(jobs, history, args.gpu_power_w)
+    power = {} if args.gpu_power_w is None else {"gpu_power_w": args.gpu_power_w}
+    fc = forecast.forecast(jobs, history, **power)
     print(json.dumps(fc.to_dict(), indent=2) if args.json else forecast.render(fc))
 
 
@@ -168,12 +177,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fc.add_argument("--dry-run", help="saved `snakemake --dry-run` output ('-': stdin)")
     fc.add_argument("--results", default="results", help="results directory with history")
-    fc.add_argument(
+    power = fc.add_argument(
         "--gpu-power-w",
         type=float,
-        default=DEFAULT_GPU_POWER_W,
-        help="power per GPU for the upper energy bound (default: %(default)g W)",
+        help="power per GPU for the upper energy bound (default: %(forecast_default)s W)",
     )
+    # read from the forecast only when help is shown: every step's command builds this parser,
+    # and the forecast's code is no step's (see provenance.codehash)
+    power.forecast_default = ForecastPower()  # type: ignore[attr-defined]
     fc.add_argument("--json", action="store_true", help="machine-readable output")
     fc.add_argument(
         "snakemake_args",

@@ -245,7 +245,8 @@ def checkpoint_key(model_dir: Path, precision: Precision, quantization: dict[str
     """What a checkpoint is cached under: the source model's content id, the variant, the
     settings :func:`write_checkpoint` reads, the code that writes it and the libraries' versions.
     """
-    from joulebench.provenance.record import package_versions, source_hash
+    from joulebench.provenance.codehash import source_hash
+    from joulebench.provenance.record import package_versions
 
     material = {
         "model": fingerprint(model_dir),

@@ -16,6 +16,7 @@ from typing import Any
 
 import joulebench
 from joulebench.core.hostcpu import RECORDED_FLAGS, host_cpu
+from joulebench.provenance.codehash import source_hash
 
 TRACKED_PACKAGES = (
     "joulebench",
@@ -44,85 +45,6 @@ _SLURM_VARS = {
     "gpus_on_node": "SLURM_GPUS_ON_NODE",
 }
 
-#: The package sources each workflow step runs, relative to the package directory. Snakemake's
-#: code trigger sees only a rule's own ``run:`` block, so rules pass ``source_hash(step)`` as a
-#: parameter: editing one of these files reruns that step's jobs (and nothing else).
-CODE_DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "prepare-model": (
-        "models/sources.py",
-        "models/hub.py",
-        "models/synthetic.py",
-        "models/shapes.py",
-        "models/prepared.py",
-    ),
-    "variant": ("models/precisions.py", "models/variants.py", "models/shapes.py"),
-    "quantize": (
-        "models/quantize.py",
-        "models/precisions.py",
-        "models/variants.py",
-        "models/shapes.py",
-        "models/prepared.py",
-        "models/hub.py",
-    ),
-    "bench": (
-        "harness/bench.py",
-        "harness/phases.py",
-        "harness/accounting.py",
-        "study",
-        "harness/engines",
-        "core/hostcpu.py",
-        "harness/memory.py",
-        "energy",
-        "models/prepared.py",
-        "models/shapes.py",
-        "models/precisions.py",
-        "models/variants.py",
-    ),
-    "aggregate": ("results/analysis.py", "results/derived.py", "results/stats.py"),
-    "plot": (
-        "results/plots.py",
-        "results/figures.py",
-        "results/study_plots.py",
-        "results/serving_plots.py",
-        "results/power_plots.py",
-        "results/compare_plots.py",
-        "results/derived.py",
-        "results/analysis.py",
-        "results/stats.py",
-    ),
-    "findings": (
-        "results/findings.py",
-        "results/verdicts.py",
-        "results/offline_claims.py",
-        "results/serving_claims.py",
-        "results/slo.py",
-        "results/report_page.py",
-        "results/plots.py",
-        "results/figures.py",
-        "results/study_plots.py",
-        "results/serving_plots.py",
-        "results/power_plots.py",
-        "results/compare_plots.py",
-        "results/derived.py",
-        "results/analysis.py",
-        "results/stats.py",
-    ),
-    "audit": ("results/audit.py", "provenance/record.py"),
-    "serve": ("serving", "study/serving_specs.py", "workload", "energy"),
-    "aggregate-serving": ("results/analysis.py",),
-    "plot-serving": (
-        "results/plots.py",
-        "results/figures.py",
-        "results/study_plots.py",
-        "results/serving_plots.py",
-        "results/power_plots.py",
-        "results/compare_plots.py",
-        "results/derived.py",
-        "results/analysis.py",
-        "results/stats.py",
-    ),
-}
-
 
 def now_utc() -> str:
     """The current time as an ISO-8601 UTC string."""
@@ -133,29 +55,6 @@ def config_hash(config: dict[str, Any]) -> str:
     """A short stable hash of a configuration (key order does not matter)."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def source_hash(step: str, root: Path | None = None) -> str:
-    """A short hash of the package sources that workflow ``step`` runs (see CODE_DEPENDENCIES).
-
-    Directories count with every file below them except caches; the hash covers relative paths
-    and contents, so renaming or editing a file changes it and touching it does not.
-    """
-    if step not in CODE_DEPENDENCIES:
-        allowed = ", ".join(sorted(CODE_DEPENDENCIES))
-        raise KeyError(f"no code dependencies for step '{step}'; allowed: {allowed}")
-    root = root or Path(joulebench.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for name in CODE_DEPENDENCIES[step]:
-        path = root / name
-        if not path.exists():
-            raise FileNotFoundError(f"code dependency '{name}' of step '{step}' is missing: {path}")
-        files = sorted(path.rglob("*")) if path.is_dir() else [path]
-        for file in files:
-            if file.is_file() and "__pycache__" not in file.parts and file.suffix != ".pyc":
-                digest.update(file.relative_to(root).as_posix().encode() + b"\0")
-                digest.update(file.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def package_versions(

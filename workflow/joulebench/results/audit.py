@@ -253,8 +253,8 @@ def command(
     """`joulebench provenance`: one record in detail, or many records audited; the exit status
     (1 with ``strict`` when anything is flagged)."""
     from joulebench.core.atomic import write_json, write_with
+    from joulebench.provenance.codehash import source_hash
     from joulebench.provenance.record import render as render_record
-    from joulebench.provenance.record import source_hash
 
     records = load(paths)
     result = audit(records, checkout_hash or source_hash("bench"))
