@@ -19,6 +19,7 @@ from joulebench.results.stats import t_quantile
 class AggregationError(JoulebenchError):
     """There is nothing to aggregate (e.g. every configuration of the study was infeasible)."""
 
+
 #: Columns that identify a configuration (a group in the summary).
 CONFIG_COLUMNS = [
     "study",

@@ -331,9 +331,8 @@ def _add_measured(result: Forecast, jobs: list[PlannedJob], history: dict[str, M
 def render(fc: Forecast) -> str:
     """The forecast as a short human-readable table."""
     width = max([18, *(len(r.rule) for r in fc.rules)])  # one column of rule names
-    lines = [
-        f"{'rule':{width}s} {'jobs':>5s} {'where':>6s} {'GPUs/job':>8s} {'req. h':>8s} {'GPU-h':>8s}"
-    ]
+    head = f"{'jobs':>5s} {'where':>6s} {'GPUs/job':>8s} {'req. h':>8s} {'GPU-h':>8s}"
+    lines = [f"{'rule':{width}s} {head}"]
     for r in fc.rules:
         where = "local" if r.local else "sched"
         lines.append(

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import altair as alt
+import polars as pl
 
 from joulebench.core.atomic import atomic_path
 from joulebench.results import compare_plots, figures, serving_plots, study_plots
@@ -34,9 +35,9 @@ def to_svg(chart: alt.TopLevelMixin) -> str:
     return vl_convert.vegalite_to_svg(chart.to_json())
 
 
-
-
-def save(chart: alt.TopLevelMixin, stem: Path, formats: Sequence[str] = figures.FORMATS) -> list[Path]:
+def save(
+    chart: alt.TopLevelMixin, stem: Path, formats: Sequence[str] = figures.FORMATS
+) -> list[Path]:
     """Write ``stem`` with each suffix of ``formats``: .html (interactive, scripts inlined so it
     opens offline), .png, .svg. Without vl-convert (which inlines the scripts and renders PNG and
     SVG) only .html can be written, and its page loads Vega from the jsDelivr CDN when opened."""
@@ -62,7 +63,7 @@ def save(chart: alt.TopLevelMixin, stem: Path, formats: Sequence[str] = figures.
 def report_figures(summary: pl.DataFrame, serving: pl.DataFrame | None = None) -> dict[str, str]:
     """Every study figure (and, with a serving table, every serving figure) as inline SVG, by
     name: the figures the findings page shows."""
-    figures = {name: to_svg(make(summary)) for name, make in FIGURES.items()}
+    drawn = {name: to_svg(make(summary)) for name, make in FIGURES.items()}
     if serving is not None:
-        figures |= {name: to_svg(make(serving)) for name, make in SERVING_FIGURES.items()}
-    return figures
+        drawn |= {name: to_svg(make(serving)) for name, make in SERVING_FIGURES.items()}
+    return drawn
