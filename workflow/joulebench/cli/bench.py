@@ -7,11 +7,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from joulebench.cli.options import Names, names_option
+from joulebench.cli.options import Names, names_option, precision_names
 from joulebench.core import inputs
 from joulebench.core.errors import JoulebenchError
-from joulebench.harness.engines import ENGINES
-from joulebench.models.precisions import PRECISIONS
 
 log = logging.getLogger("joulebench")
 
@@ -34,6 +32,13 @@ BENCH_FLAGS = {
     "measurement.sample_hz": "--sample-hz",
     "measurement.idle_s": "--idle-s",
 }
+
+
+def engines() -> list[str]:
+    """The engine names, from the engine registry (imported only when argparse needs them)."""
+    from joulebench.harness.engines import ENGINES
+
+    return list(ENGINES)
 
 
 def meters() -> tuple[str, ...]:
@@ -157,8 +162,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--variant", help="variant.json written by `joulebench variant`")
     b.add_argument("--model", help="model name for the record (default: the directory name)")
     b.add_argument("--study", default="manual")
-    b.add_argument("--engine", default="transformers", choices=list(ENGINES))
-    b.add_argument("--precision", help=", ".join(PRECISIONS))
+    b.add_argument(
+        "--engine",
+        default="transformers",
+        choices=Names(engines),
+        metavar="ENGINE",
+        help="%(choices)s (default: %(default)s)",
+    )
+    names_option(b, "--precision", names=Names(precision_names), help="%(names)s")
     b.add_argument("--tensor-parallel", type=int, default=1, help="GPUs (vllm engine)")
     b.add_argument("--vllm-json", help="vllm engine settings (the config's vllm: section) as JSON")
     b.add_argument(

@@ -7,10 +7,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from joulebench.cli.options import config_section
+from joulebench.cli.options import (
+    Names,
+    checkpoint_precisions,
+    config_section,
+    names_option,
+    precision_names,
+)
 from joulebench.core import inputs
 from joulebench.core.errors import ConfigError, JoulebenchError
-from joulebench.models.precisions import PRECISIONS
 
 log = logging.getLogger("joulebench")
 
@@ -104,7 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     v = sub.add_parser("variant", help="describe a precision variant of a model (variant.json)")
     v.add_argument("--model-dir", required=True)
-    v.add_argument("--precision", required=True, help=", ".join(PRECISIONS))
+    names_option(v, "--precision", names=Names(precision_names), required=True, help="%(names)s")
     v.add_argument("--quantization-json", help="the config's quantization: section, as JSON")
     v.add_argument("--out", required=True)
     v.set_defaults(func=cmd_variant)
@@ -117,7 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--precision",
         required=True,
-        choices=[p.name for p in PRECISIONS.values() if p.writes_checkpoint],
+        choices=Names(checkpoint_precisions),
+        metavar="PRECISION",
+        help="one of %(choices)s",
     )
     q.add_argument("--quantization-json", help="the config's quantization: section, as JSON")
     q.add_argument("--out-dir", required=True, help="the checkpoint directory to write")

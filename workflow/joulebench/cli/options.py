@@ -53,6 +53,20 @@ def names_option(
     return action
 
 
+def precision_names() -> list[str]:
+    """Every precision variant's name, from the precision registry."""
+    from joulebench.models.precisions import PRECISIONS
+
+    return list(PRECISIONS)
+
+
+def checkpoint_precisions() -> list[str]:
+    """The variants whose checkpoint the workflow writes (`joulebench quantize`)."""
+    from joulebench.models.precisions import PRECISIONS
+
+    return [p.name for p in PRECISIONS.values() if p.writes_checkpoint]
+
+
 def figure_formats() -> list[str]:
     """The file formats a figure can be saved in (``html``, ...), from the plotting module."""
     from joulebench.results import figures
