@@ -33,7 +33,7 @@ from joulebench.core.errors import JoulebenchError
 PACKAGE = "joulebench"
 #: The package whose modules count function by function (see the module docstring).
 DISPATCH = "joulebench.cli"
-#: What every step runs: ``python -m joulebench COMMAND`` (the rules' ``joulebench()`` helper).
+#: What every step runs: ``python -m joulebench COMMAND`` (the rules' ``run_step()`` helper).
 COMMON: tuple[str, ...] = ("joulebench.__main__", "joulebench.cli:main")
 #: Each workflow step's entry points: ``module:function`` for its CLI command handler(s), and a
 #: module (all of whose functions count) for the code the handler runs.
