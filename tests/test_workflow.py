@@ -323,7 +323,7 @@ def test_a_config_edit_reruns_exactly_its_jobs(
     assert planned_with(study, **changes) == expected
 
 
-#: Every step runs the CLI, which loads the precision registry (and the host CPU facts it needs).
+#: Model preparation reruns, hence every job after it.
 EVERYTHING = {"prepare_model": 1, "describe_variant": 2} | EVERY_BENCHMARK
 
 #: README's rerun table for code: a package file edited and the exact jobs per rule it reruns.
@@ -332,6 +332,7 @@ EVERYTHING = {"prepare_model": 1, "describe_variant": 2} | EVERY_BENCHMARK
 CODE_EDITS: list[tuple[str, dict[str, int]]] = [
     ("harness/bench.py", EVERY_BENCHMARK),
     ("harness/engines/hf_transformers.py", EVERY_BENCHMARK),
+    ("harness/engines/base.py", EVERY_BENCHMARK),  # the CLI reads engine names only for help
     ("harness/memory.py", EVERY_BENCHMARK),
     ("energy/meters.py", EVERY_BENCHMARK),
     ("energy/rapl.py", EVERY_BENCHMARK),
@@ -339,6 +340,7 @@ CODE_EDITS: list[tuple[str, dict[str, int]]] = [
     ("study/config.py", EVERYTHING),
     ("models/sources.py", EVERYTHING),
     ("models/precisions.py", EVERYTHING),
+    ("models/variants.py", {"describe_variant": 2} | EVERY_BENCHMARK),
     ("core/hostcpu.py", EVERYTHING),
     ("cli/__init__.py", EVERYTHING),
     ("models/quantize.py", {}),  # no ct-* variant in this study (test_quantize_workflow has one)
@@ -350,6 +352,7 @@ CODE_EDITS: list[tuple[str, dict[str, int]]] = [
     ("results/audit.py", {"provenance_audit": 1, "findings": 1, "all": 1}),
     ("results/compare.py", {}),  # no step imports it
     ("workload/arrivals.py", {}),  # serving only; this study serves nothing
+    ("serving/session.py", {}),
 ]
 
 
