@@ -224,6 +224,35 @@ def test_a_new_import_in_an_entry_module_pulls_the_module_in(
     assert changed(middle, hashes(package)) == {"bench"}
 
 
+@pytest.mark.parametrize(
+    ("statement", "call"),
+    [
+        ("from joulebench.workload import helper\n", "helper()"),
+        ("from joulebench import workload\n", "workload.helper()"),
+        ("from .. import workload\n", "workload.helper()"),
+        ("import joulebench.workload as wl\n", "wl.helper()"),
+        ("import joulebench.workload.hidden as hd\n", "hd.helper()"),
+    ],
+)
+def test_a_function_reached_through_a_package_reexport_counts(
+    package: Path, statement: str, call: str
+) -> None:
+    """A function defined in ``workload/hidden.py`` and re-exported by ``workload/__init__``
+    counts for the step that calls it (by any import form), and for no step before the call."""
+    (package / "workload" / "hidden.py").write_text("def helper():\n    return 1\n")
+    init = package / "workload" / "__init__.py"
+    init.write_text(init.read_text() + "\nfrom joulebench.workload.hidden import helper\n")
+    hidden_edit = "def helper():\n    x = 2\n    return x\n"
+    before = hashes(package)
+    (package / "workload" / "hidden.py").write_text(hidden_edit)
+    assert hashes(package) == before, "no step calls helper() yet"
+    bench = package / "harness" / "bench.py"
+    bench.write_text(statement + bench.read_text() + f"\n\ndef probe():\n    return {call}\n")
+    middle = hashes(package)
+    (package / "workload" / "hidden.py").write_text("def helper():\n    return 3\n")
+    assert changed(middle, hashes(package)) == {"bench"}
+
+
 def test_the_walk_covers_what_python_imports(tmp_path: Path) -> None:
     """Independent of the walk: the joulebench modules Python itself has loaded after importing
     a step's entry modules are all among the modules the step's hash counts."""
