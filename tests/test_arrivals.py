@@ -135,6 +135,19 @@ def test_the_processes_and_their_parameters() -> None:
         "closed": {"users"},
         "trace": {"trace"},
     }
+    required = {
+        n: {k for k, par in p.parameters.items() if par.required} for n, p in PROCESSES.items()
+    }
+    assert required == {
+        "constant": {"rates"},  # a process's own rates, else serving.rates (checked_entry)
+        "poisson": {"rates"},
+        "gamma": {"rates"},
+        "uniform": {"break_min", "break_max"},
+        "closed": {"users"},
+        "trace": {"trace"},
+    }
+    assert PROCESSES["gamma"].parameters["burstiness"].default == 1.0
+    assert ArrivalSpec("gamma").burstiness == 1.0  # the spec's default is the table's
     assert RATE_PROCESSES == ("constant", "poisson", "gamma")
     assert [n for n, p in PROCESSES.items() if not p.open_loop] == ["closed"]
     for process in PROCESSES.values():
@@ -154,7 +167,12 @@ def test_schema_parameter_keys_are_the_tables() -> None:
 
 
 def test_config_readme_names_every_process_and_parameter() -> None:
-    text = (REPO / "config" / "README.md").read_text()
+    """In the row that documents ``serving.arrivals[]`` (not anywhere in the file: `trace` or
+    `rates` appear elsewhere for other reasons)."""
+    readme = (REPO / "config" / "README.md").read_text().splitlines()
+    rows = [line for line in readme if line.startswith("| `serving.arrivals[]` |")]
+    assert len(rows) == 1, "config/README.md has no single `serving.arrivals[]` row"
+    (text,) = rows
     missing = [f"`{name}`" for name in [*PROCESSES, *PARAMETERS] if f"`{name}`" not in text]
     assert not missing, f"config/README.md does not mention {missing}"
 
