@@ -85,6 +85,7 @@ def test_help_lists_the_registry_names(argv: list[str], names: list[str]) -> Non
         [sys.executable, "-m", "joulebench", *argv], capture_output=True, text=True, check=True
     ).stdout
     flat = " ".join(out.split())
+    assert names, f"{argv}: the registry is empty, so there is nothing to look for"
     for name in names:
         assert name in flat, (name, out)
 

@@ -91,6 +91,7 @@ def test_the_parse_finds_the_rules_and_their_captions() -> None:
 
 def test_every_report_figure_has_exactly_one_caption_file() -> None:
     files = {p.stem for p in CAPTIONS.glob("*.rst")}
+    assert len(figures.REPORT_FIGURES) >= 5, "the report has (almost) no figures to check"
     assert set(figures.REPORT_FIGURES) - files == set(), "figures without a caption file"
     assert files - set(figures.REPORT_FIGURES) == set(), "caption files of no figure"
     assert len(set(figures.REPORT_FIGURES)) == len(figures.REPORT_FIGURES)
@@ -100,6 +101,8 @@ def test_every_report_figure_has_exactly_one_caption_file() -> None:
 
 def test_no_caption_is_shared_between_rules() -> None:
     used: dict[str, list[str]] = {}
+    # figures and the summary, serving, provenance and findings tables at least
+    assert len(captions_in_rules()) >= len(figures.REPORT_FIGURES) + 4, "parsed too few captions"
     for rule, caption, _ in captions_in_rules():
         used.setdefault(caption, []).append(rule)
         assert (REPO / caption).is_file(), f"rule {rule}: caption {caption} does not exist"
@@ -117,6 +120,11 @@ def test_each_figure_caption_is_used_by_the_rule_that_draws_it(figure: str) -> N
     where = WRITES[figure]
     ok = stem is not None and (stem.startswith(where) if where.endswith("/") else stem == where)
     assert ok, f"rule {rule} carries the caption of {figure} but writes {stem}, not {where}"
+    if not where.endswith("/"):  # the report entry is labelled with the figure it shows
+        block = next(
+            b for f in RULE_FILES for r, b in rule_blocks(f.read_text()).items() if r == rule
+        )
+        assert f'labels={{"figure": "{figure}"}}' in block, f"rule {rule}: label is not {figure}"
 
 
 def test_compare_figures_stay_out_of_the_report() -> None:
