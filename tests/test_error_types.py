@@ -7,6 +7,7 @@ listed in NOT_FOR_USERS with the reason they never reach a user.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 from pathlib import Path
@@ -65,6 +66,25 @@ def test_the_walk_finds_the_package_errors():
         "joulebench.results.forecast.ForecastError",
     ):
         assert known in EXCEPTIONS, f"{known} not found: the module walk missed it"
+
+
+def test_the_walk_sees_every_error_class_in_the_sources():
+    """Independent of importing: every class in the sources whose base is named ``...Error`` or
+    ``...Exception`` (at any depth, so one defined inside a function too) is in the walk."""
+    root = Path(joulebench.__file__).resolve().parent
+    in_sources = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                (getattr(base, "id", None) or getattr(base, "attr", "")).endswith(
+                    ("Error", "Exception")
+                )
+                for base in node.bases
+            ):
+                in_sources.add(node.name)
+    assert len(in_sources) >= 10, "the source scan found (almost) no error classes"
+    walked = {cls.__name__ for cls in EXCEPTIONS.values()}
+    assert in_sources - walked == set(), "error classes the module walk does not see"
 
 
 @pytest.mark.parametrize("name", sorted(set(EXCEPTIONS) - set(NOT_FOR_USERS)))
