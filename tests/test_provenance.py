@@ -187,6 +187,33 @@ def test_comments_docstrings_and_blank_lines_change_nothing(package: Path) -> No
     assert hashes(package) == before
 
 
+def dynamic_imports(source: str) -> list[str]:
+    """``import_module("joulebench...")`` / ``__import__("joulebench...")`` calls in ``source``."""
+    return [
+        node.args[0].value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "attr", getattr(node.func, "id", None))
+        in ("import_module", "__import__")
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and str(node.args[0].value).startswith((".", "joulebench.", "joulebench"))
+    ]
+
+
+def test_no_module_is_imported_by_name() -> None:
+    """The walk follows import statements only: a module imported from a string would change
+    no hash when edited, so the package has none (and the scan does see one)."""
+    planted = 'importlib.import_module("joulebench.x")\nimport_module(".y", __package__)\n'
+    assert dynamic_imports(planted) == ["joulebench.x", ".y"]
+    found = {
+        path.relative_to(REPO).as_posix(): names
+        for path in (REPO / "workflow" / "joulebench").rglob("*.py")
+        if (names := dynamic_imports(path.read_text()))
+    }
+    assert found == {}
+
+
 def test_a_string_in_code_is_code(package: Path) -> None:
     """Dropping docstrings drops bare strings only: an edited string value changes the hash."""
     rapl = package / "energy" / "rapl.py"
