@@ -237,3 +237,28 @@ def test_figure_formats_must_hold_html() -> None:
     with pytest.raises(ConfigError) as err:
         config.validate(with_change("figure_formats", ["png"]))
     assert err.value.key == "figure_formats"
+
+
+def test_spec_json_is_the_spec_dict_as_sorted_json() -> None:
+    """The rules pass `to_json()` as a job's params: it must be the stdlib's rendering of the
+    spec's dict (``dataclasses.asdict`` then ``json.dumps``), nested sections included."""
+    import dataclasses
+    import json
+
+    spec = specs.BenchSpec(
+        study="s",
+        model="m",
+        engine="vllm",
+        precision="fp16",
+        device="cuda",
+        batch_size=4,
+        input_len=16,
+        output_len=8,
+        measurement={"meter": "nvml", "cpu_estimate": {"tdp_w": 100.0, "idle_w": 10.0}},
+        tensor_parallel=2,
+        engine_options={"gpu_memory_utilization": 0.9},
+    )
+    text = spec.to_json()
+    assert text == json.dumps(dataclasses.asdict(spec), sort_keys=True)
+    assert json.loads(text)["measurement"]["cpu_estimate"] == {"tdp_w": 100.0, "idle_w": 10.0}
+    assert specs.BenchSpec.from_dict(json.loads(text)) == spec

@@ -161,7 +161,7 @@ def bench_spec_json(wildcards):
     key = (
         f"{wildcards.model}/{wildcards.precision}/{wildcards.engine}/{wildcards.point}"
     )
-    return json.dumps(SPECS[key].to_dict(), sort_keys=True)
+    return SPECS[key].to_json()
 
 
 def quantization_json():

@@ -3,7 +3,8 @@ lookup of a model's ``models:`` entry."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from joulebench.core.errors import ConfigError
@@ -43,6 +44,11 @@ class BenchSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_json(self) -> str:
+        """``to_dict`` as JSON with sorted keys (the rules' params), without copying the spec:
+        building a study's DAG calls it once per job."""
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self)}, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchSpec:
