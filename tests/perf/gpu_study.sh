@@ -40,7 +40,7 @@ if [[ $DRY -eq 1 ]]; then
     CROSS_ARGS=(--device cpu --zeus off --batch-sizes 2 --targets 0.3 1.0 --repeats 1
         --input-len 16 --output-len 8)
     # the tests' fake GPU: counters that follow a square wave on the shared monotonic clock
-    # (a caller may describe its own in JOULEBENCH_FAKE_NVML, as tests/test_gpu_study.py does)
+    # (a caller may describe its own in JOULEBENCH_FAKE_NVML, as tests/workflow/test_gpu_study.py does)
     eval "$("$PY" - "$REPO/tests" <<'EOF'
 import json, os, shlex, sys
 from pathlib import Path

@@ -15,7 +15,7 @@ from joulebench.study.points import point_id
 class BenchSpec:
     """Everything one benchmark job needs; its hash identifies the measurement.
 
-    ``tensor_parallel`` defaults to the schema's default size (tests/test_schema_defaults.py);
+    ``tensor_parallel`` defaults to the schema's default size (tests/study/test_schema_defaults.py);
     ``measurement`` and ``engine_options`` are empty unless given; ``matrix.expand`` and
     ``config.bench_spec`` always give them, filled from the schema.
     """

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "workflow" / "joulebench"
+PACKAGE = Path(__file__).resolve().parents[2] / "workflow" / "joulebench"
 
 #: Stage packages in dependency order: a module may import from its own package and from packages
 #: earlier in this list. Packages in one tuple are peers and may not import each other.

@@ -16,7 +16,7 @@ from joulebench.study.points import (
 )
 from joulebench.study.specs import BenchSpec
 
-RULES = Path(__file__).resolve().parents[1] / "workflow" / "rules"
+RULES = Path(__file__).resolve().parents[2] / "workflow" / "rules"
 
 #: Hand-written ids and the points they name.
 KNOWN = {

@@ -71,7 +71,7 @@ def test_real_server_session(tiny_model: Path, tmp_path: Path) -> None:
         # trace and window apply one model to one process tree, and the trace is sampled at the
         # window's edges, so they differ only where a sample's CPU time (10 ms ticks) exceeded
         # all cores and was capped: well under 2% at the default 50 ms interval. A smoke check:
-        # it cannot catch a metering error (energy truth: tests/test_serving_meters.py)
+        # it cannot catch a metering error (energy truth: tests/serving/test_serving_meters.py)
         assert abs(a["conservation_pct"]) < 2.0 and abs(a["closure_pct"]) < 2.0, a
         # the attribution splits what the trace holds (two computations: they must agree)
         assert a["shares_raw_j"] == pytest.approx(a["trace_j"], rel=1e-6)

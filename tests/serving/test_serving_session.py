@@ -94,7 +94,7 @@ def test_session_records_table_trace_and_figures(tiny_model: Path, tmp_path: Pat
         assert rec["measured"]["server_may_run_elsewhere"] is False
         a, w = rec["energy"]["attribution"], rec["window"]
         # smoke check only: the estimate's trace and window apply one model, so conservation and
-        # closure cannot catch a metering error here (energy truth: tests/test_serving_meters.py
+        # closure cannot catch a metering error here (energy truth: tests/serving/test_serving_meters.py
         # on fake hardware); they show the checks are computed and recorded
         # (fresh-clone CI runs read up to 3.0% here; the cause is not yet found: see the note
         # of 2026-12-01, so the band is one that only a gross error leaves)
@@ -112,7 +112,7 @@ def test_session_records_table_trace_and_figures(tiny_model: Path, tmp_path: Pat
     assert (grouped["release_s"] * 10 % 1).abs().max() < 1e-6  # on the 100 ms grid
     assert (grouped["hold_s"] > 0).any()
     # bookkeeping only (the table's rows are the record's requests); the shares' energy is
-    # checked against known hardware energy in tests/test_serving_meters.py
+    # checked against known hardware energy in tests/serving/test_serving_meters.py
     assert grouped["energy_attributed_scaled_j"].sum() == pytest.approx(
         records[2]["energy"]["attribution"]["requests_scaled_j"]
     )

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "transformers", "altair", "aiohttp", "vllm", "polars")
 STUDY = sorted(
     f"joulebench.study.{p.stem}"

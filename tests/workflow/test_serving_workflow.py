@@ -66,7 +66,7 @@ def test_serving_outputs(study: Path) -> None:
     assert sorted(table["experiment"]) == ["grouped_r4", "poisson_r4"]
     assert (table["ok"] == 6).all()
     # smoke check: the estimate's trace and window are one model, sampled at the window's edges,
-    # so this cannot catch a metering error (energy truth: tests/test_serving_meters.py)
+    # so this cannot catch a metering error (energy truth: tests/serving/test_serving_meters.py)
     assert (table["conservation_pct"].abs() < 2.0).all() and (
         table["closure_pct"].abs() < 2.0
     ).all()

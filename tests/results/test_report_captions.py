@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from joulebench.results import figures
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RULE_FILES = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
 CAPTIONS = REPO / "workflow" / "report" / "figures"
 
