@@ -368,7 +368,8 @@ def test_every_subcommand_that_reads_input_is_in_the_table() -> None:
     found = re.search(r"\{([a-z,-]+)\}", usage)
     assert found, usage
     takes_no_input = {"presets"}
-    elsewhere = {"provenance"}  # its bad-input answers are tested with it (tests/provenance/test_provenance.py)
+    # provenance's bad-input answers are tested with it (tests/provenance/test_provenance.py)
+    elsewhere = {"provenance"}
     assert {c[0] for c in CASES} == set(found.group(1).split(",")) - takes_no_input - elsewhere
 
 

@@ -94,8 +94,8 @@ def test_session_records_table_trace_and_figures(tiny_model: Path, tmp_path: Pat
         assert rec["measured"]["server_may_run_elsewhere"] is False
         a, w = rec["energy"]["attribution"], rec["window"]
         # smoke check only: the estimate's trace and window apply one model, so conservation and
-        # closure cannot catch a metering error here (energy truth: tests/serving/test_serving_meters.py
-        # on fake hardware); they show the checks are computed and recorded
+        # closure cannot catch a metering error here (energy truth on fake hardware:
+        # tests/serving/test_serving_meters.py); they show the checks are computed and recorded
         # (fresh-clone CI runs read up to 3.0% here; the cause is not yet found: see the note
         # of 2026-12-01, so the band is one that only a gross error leaves)
         assert abs(a["conservation_pct"]) < 10.0 and abs(a["closure_pct"]) < 10.0
