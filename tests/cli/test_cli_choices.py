@@ -12,7 +12,7 @@ import pytest
 import yaml
 from joulebench.cli import build_parser
 from joulebench.cli.options import figure_suffixes
-from joulebench.energy.meters import METERS
+from joulebench.energy.choice import METERS
 from joulebench.harness.engines import ENGINES
 from joulebench.models.precisions import PRECISIONS
 from joulebench.results import figures, forecast, plots

@@ -15,9 +15,11 @@ import polars as pl
 import pytest
 from fakehw import EDGE_S, FakeNvml
 from joulebench.core.errors import MeterError
-from joulebench.energy import Measurement, make_meter, meters
+from joulebench.energy import choice
 from joulebench.energy import nvml as jnvml
+from joulebench.energy.base import Measurement
 from joulebench.energy.estimate import CpuEstimateMeter, ProcessTree, ThisProcess, interval_cpu
+from joulebench.energy.meters import make_meter
 from joulebench.energy.nvml import NvmlMeter
 from joulebench.energy.sampler import Sampler
 
@@ -467,7 +469,7 @@ def test_meter_set_names_each_source(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_meter_lists_are_checked(value: list[str], message: str) -> None:
     with pytest.raises(MeterError, match=message):
-        meters.meter_names(value)
+        choice.meter_names(value)
 
 
 def test_a_failing_meter_closes_the_ones_already_built(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -484,7 +486,7 @@ def test_auto_meter_on_an_auto_device(
 ) -> None:
     # a serving session on `device: auto`: NVML where a GPU is visible, else the CPU's meter
     monkeypatch.setattr(jnvml, "load_pynvml", lambda: fake_nvml)
-    assert meters.resolve("auto", "auto", str(tmp_path)) == ["nvml"]
+    assert choice.resolve("auto", "auto", str(tmp_path)) == ["nvml"]
     monkeypatch.setattr(jnvml, "load_pynvml", lambda: None)
-    assert meters.resolve("auto", "auto", str(tmp_path)) == ["estimate"]  # no RAPL there
-    assert meters.resolve(["nvml", "rapl"], "cpu") == ["nvml", "rapl"]  # lists are as given
+    assert choice.resolve("auto", "auto", str(tmp_path)) == ["estimate"]  # no RAPL there
+    assert choice.resolve(["nvml", "rapl"], "cpu") == ["nvml", "rapl"]  # lists are as given

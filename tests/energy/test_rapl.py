@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from fakehw import LivePowercap, SquareWave
 from joulebench.core.errors import MeterError
-from joulebench.energy import make_meter, rapl
+from joulebench.energy import rapl
+from joulebench.energy.meters import make_meter
 from joulebench.energy.rapl import RaplMeter
 
 MAX_UJ = 262_143_328_850

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 import pytest
-from joulebench.energy import Measurement
+from joulebench.energy.base import Measurement
 from joulebench.energy.trace import PowerTrace, frame
 from joulebench.harness import accounting, phases
 from joulebench.study.specs import BenchSpec

@@ -164,7 +164,7 @@ def zeus_energy(monitor: Any, key: str) -> float:
 
 def measure(args: argparse.Namespace) -> int:
     import torch
-    from joulebench.energy import make_meter
+    from joulebench.energy.meters import make_meter
     from joulebench.energy.nvml import load_pynvml, visible_gpu_uuids
     from joulebench.harness.engines import make_engine
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from joulebench.energy import make_meter
+from joulebench.energy.meters import make_meter
 from joulebench.harness import accounting, phases
 from joulebench.harness.engines import make_engine
 from joulebench.models.synthetic import synthesize

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from joulebench.energy import make_meter
+from joulebench.energy.meters import make_meter
 from joulebench.harness import phases
 from joulebench.harness.engines import EngineOptions, make_engine
 from joulebench.models.synthetic import synthesize

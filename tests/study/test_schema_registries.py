@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import REPO
 from joulebench.core.hostcpu import ISA_LEVELS
-from joulebench.energy.meters import METERS
+from joulebench.energy.choice import METERS
 from joulebench.harness.engines import ENGINES
 from joulebench.models.precisions import PRECISIONS, PREQUANTIZED_FORMATS
 from joulebench.results.figures import FORMATS

@@ -1,5 +1,5 @@
 """Building the DAG stays light: `snakemake -n` on the default study (offline benchmarks and
-serving experiments) imports neither torch, transformers, altair nor aiohttp (issue #14).
+serving experiments) imports neither torch, transformers, altair, aiohttp nor polars (issue #14).
 
 The list of imported modules comes from Python itself (`-X importtime` prints one line per module
 imported, on stderr), so a lazy import that fires while Snakemake parses the rules counts too.
@@ -15,7 +15,16 @@ from pathlib import Path
 from conftest import REPO, snakemake_argv
 
 #: Packages that only jobs may import; each costs seconds or hundreds of MB at DAG build.
-HEAVY = ("torch", "transformers", "altair", "aiohttp", "vllm", "bitsandbytes", "accelerate")
+HEAVY = (
+    "torch",
+    "transformers",
+    "altair",
+    "aiohttp",
+    "polars",
+    "vllm",
+    "bitsandbytes",
+    "accelerate",
+)
 LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|(\s*)(\S+)$")
 
 

@@ -43,7 +43,7 @@ def engines() -> list[str]:
 
 def meters() -> tuple[str, ...]:
     """The meter names a spec may ask for, from the energy registry."""
-    from joulebench.energy.meters import METERS
+    from joulebench.energy.choice import METERS
 
     return METERS
 
@@ -67,7 +67,7 @@ def _meter_arg(value: str | None) -> str | list[str] | None:
     """``--meter nvml,rapl`` → a list; one name stays a name."""
     if value is None:
         return None
-    from joulebench.energy import meter_names
+    from joulebench.energy.choice import meter_names
 
     names = meter_names([v.strip() for v in value.split(",") if v.strip()], key="--meter")
     return names[0] if len(names) == 1 else names

@@ -5,23 +5,10 @@
 - :mod:`~joulebench.energy.nvml`, :mod:`~joulebench.energy.rapl`,
   :mod:`~joulebench.energy.estimate`: the meters (GPU counter, CPU/DRAM counters, the CPU
   model over this process or a process tree);
+- :mod:`~joulebench.energy.choice`: the meter names and the check of a choice (light: config
+  checks read it without importing the meters);
 - :mod:`~joulebench.energy.meters`: building the meter(s) a config asks for, several at once;
 - :mod:`~joulebench.energy.sampler` and :mod:`~joulebench.energy.trace`: the one background
   sampler and the one power-trace type;
 - :mod:`~joulebench.energy.attribution`: energy per request over that trace, with checks.
 """
-
-from joulebench.energy.base import Measurement, Meter, idle_baseline
-from joulebench.energy.meters import HARDWARE_METERS, METERS, make_meter, meter_names
-from joulebench.energy.trace import PowerTrace
-
-__all__ = [
-    "HARDWARE_METERS",
-    "METERS",
-    "Measurement",
-    "Meter",
-    "PowerTrace",
-    "idle_baseline",
-    "make_meter",
-    "meter_names",
-]

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from joulebench.energy import PowerTrace
+from joulebench.energy.trace import PowerTrace
 from joulebench.harness.phases import PhaseRun, Window
 
 

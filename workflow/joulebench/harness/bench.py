@@ -18,7 +18,8 @@ from typing import Any
 
 from joulebench.core.errors import UnsupportedError
 from joulebench.core.hostcpu import host_cpu
-from joulebench.energy import PowerTrace, make_meter
+from joulebench.energy.meters import make_meter
+from joulebench.energy.trace import PowerTrace
 from joulebench.harness.accounting import account_energy, energy_method
 from joulebench.harness.engines import EngineOptions, make_engine
 from joulebench.harness.memory import (

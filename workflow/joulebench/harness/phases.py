@@ -16,7 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from joulebench.energy import Meter, idle_baseline
+from joulebench.energy.base import Meter, idle_baseline
 from joulebench.harness.engines import Engine
 from joulebench.study.config import BenchSpec
 

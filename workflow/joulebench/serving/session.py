@@ -32,8 +32,9 @@ import polars as pl
 
 from joulebench.core.atomic import write_json, write_with
 from joulebench.core.errors import JoulebenchError
-from joulebench.energy import Measurement, Meter, PowerTrace, idle_baseline
+from joulebench.energy.base import Measurement, Meter, idle_baseline
 from joulebench.energy.meters import make_meter
+from joulebench.energy.trace import PowerTrace
 from joulebench.provenance import record as provenance
 from joulebench.serving import loadgen
 from joulebench.serving.load_plan import build_requests, make_prompts

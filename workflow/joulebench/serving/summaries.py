@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from joulebench.energy import Measurement, PowerTrace
 from joulebench.energy.attribution import attribute, checks, decode_occupancy, steady_state
+from joulebench.energy.base import Measurement
+from joulebench.energy.trace import PowerTrace
 from joulebench.serving.request import STATUSES
 from joulebench.study.serving_specs import Experiment
 

@@ -242,7 +242,7 @@ def _resolve(path: str, base_dir: Path) -> str:
 
 def check_meter(value: str | list[str]) -> None:
     from joulebench.core.errors import MeterError
-    from joulebench.energy import meter_names
+    from joulebench.energy.choice import meter_names
 
     try:
         meter_names(value)
@@ -254,8 +254,7 @@ def check_meter(value: str | list[str]) -> None:
 
 def _check_external_meter(config: dict[str, Any], server: str, key: str) -> None:
     """An external server may be measured only by a hardware meter of this host."""
-    from joulebench.energy import HARDWARE_METERS
-    from joulebench.energy.meters import resolve
+    from joulebench.energy.choice import HARDWARE_METERS, resolve
     from joulebench.study.serving_specs import external_meter_reason
 
     m = config["measurement"]

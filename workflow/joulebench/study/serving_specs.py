@@ -196,7 +196,7 @@ def session_specs(config: dict[str, Any]) -> list[SessionSpec]:
 
 def check_meter(spec: SessionSpec, key: str = "measurement.meter") -> list[str]:
     """The meters the session will use; an estimate for an ``external`` server is refused."""
-    from joulebench.energy.meters import HARDWARE_METERS, resolve
+    from joulebench.energy.choice import HARDWARE_METERS, resolve
 
     m = spec.measurement
     names = resolve(m["meter"], spec.device, m.get("powercap_root"))
@@ -207,7 +207,7 @@ def check_meter(spec: SessionSpec, key: str = "measurement.meter") -> list[str]:
 
 def external_meter_reason(server: str, asked: Any, names: list[str]) -> str:
     """Why the estimate cannot measure an ``external`` server (one line, for config errors)."""
-    from joulebench.energy.meters import HARDWARE_METERS
+    from joulebench.energy.choice import HARDWARE_METERS
 
     how = f"'auto' resolves to {names} here, which is" if asked == "auto" else f"{asked} asks for"
     return (
