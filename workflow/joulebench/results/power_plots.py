@@ -72,6 +72,26 @@ def source_label(source: str | None) -> str:
     return meter_label(pl.DataFrame({"meter_source": [source]}, schema={"meter_source": pl.String}))
 
 
+def power_lines(points: pl.DataFrame, trace: pl.DataFrame, x: Any) -> alt.Chart:
+    """One line per traced device: power over time (``x``), drawn as the trace interpolates."""
+    return (
+        alt.Chart(points)
+        .mark_line(interpolate=line_interpolation(trace), strokeWidth=1)
+        .encode(
+            x=x,
+            y=alt.Y("power_w:Q", title="power (W)"),
+            color=alt.Color("device:N", title="device", scale=alt.Scale(scheme="dark2")),
+            tooltip=[
+                "device",
+                "source",
+                "power_field",
+                alt.Tooltip("t_s:Q", format=".3f"),
+                alt.Tooltip("power_w:Q", format=".1f"),
+            ],
+        )
+    )
+
+
 def power_over_time(record: dict[str, Any], trace: pl.DataFrame) -> alt.LayerChart:
     """Power of every traced device over one run, with idle/warmup/prefill/decode shaded."""
     points = drawn_points(trace)
@@ -101,22 +121,7 @@ def power_over_time(record: dict[str, Any], trace: pl.DataFrame) -> alt.LayerCha
             ),
         )
     )
-    line = (
-        alt.Chart(points)
-        .mark_line(interpolate=line_interpolation(trace), strokeWidth=1)
-        .encode(
-            x="t_s:Q",
-            y=alt.Y("power_w:Q", title="power (W)"),
-            color=alt.Color("device:N", title="device", scale=alt.Scale(scheme="dark2")),
-            tooltip=[
-                "device",
-                "source",
-                "power_field",
-                alt.Tooltip("t_s:Q", format=".3f"),
-                alt.Tooltip("power_w:Q", format=".1f"),
-            ],
-        )
-    )
+    line = power_lines(points, trace, "t_s:Q")
     if record.get("status", "ok") != "ok":  # nothing was measured: say why, draw no numbers
         subtitle = [f"{record['status']}: {record.get('reason')}"]
     prefix = "[estimate] " if "estimate" in (source or "") else ""
@@ -158,23 +163,7 @@ def serving_power_over_time(
     a = record["energy"]["attribution"]
     x_scale = alt.Scale(domain=[w["start_s"] - origin, w["end_s"] - origin])
     x = alt.X("t_s:Q", title="time since the load started (s)", scale=x_scale)
-    power = (
-        alt.Chart(points)
-        .mark_line(interpolate=line_interpolation(trace), strokeWidth=1)
-        .encode(
-            x=x,
-            y=alt.Y("power_w:Q", title="power (W)"),
-            color=alt.Color("device:N", title="device", scale=alt.Scale(scheme="dark2")),
-            tooltip=[
-                "device",
-                "source",
-                "power_field",
-                alt.Tooltip("t_s:Q", format=".3f"),
-                alt.Tooltip("power_w:Q", format=".1f"),
-            ],
-        )
-        .properties(width=720, height=220)
-    )
+    power = power_lines(points, trace, x).properties(width=720, height=220)
     flight = (
         alt.Chart(in_flight(table))
         .mark_line(interpolate="step-after", color="#4c78a8")
