@@ -254,15 +254,15 @@ def check_meter(value: str | list[str]) -> None:
 
 def _check_external_meter(config: dict[str, Any], server: str, key: str) -> None:
     """An external server may be measured only by a hardware meter of this host."""
-    from joulebench.energy.choice import HARDWARE_METERS, resolve
+    from joulebench.energy.choice import resolve
     from joulebench.study.serving_specs import external_meter_reason
 
     m = config["measurement"]
     if m["meter"] == "auto" and config["device"] in ("cuda", "auto"):
         return  # NVML on the job's GPU, if it has one: the job checks again where it runs
     names = resolve(m["meter"], config["device"], m["powercap_root"])
-    if not set(names) <= set(HARDWARE_METERS):
-        reason = external_meter_reason(server, m["meter"], names)
+    reason = external_meter_reason(server, m["meter"], names)
+    if reason:
         raise ConfigError("measurement.meter", f"{reason} ({key})")
 
 

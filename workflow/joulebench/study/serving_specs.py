@@ -196,19 +196,24 @@ def session_specs(config: dict[str, Any]) -> list[SessionSpec]:
 
 def check_meter(spec: SessionSpec, key: str = "measurement.meter") -> list[str]:
     """The meters the session will use; an estimate for an ``external`` server is refused."""
-    from joulebench.energy.choice import HARDWARE_METERS, resolve
+    from joulebench.energy.choice import resolve
 
     m = spec.measurement
     names = resolve(m["meter"], spec.device, m.get("powercap_root"))
-    if spec.server["kind"] == "external" and not set(names) <= set(HARDWARE_METERS):
-        raise ConfigError(key, external_meter_reason(spec.server["name"], m["meter"], names))
+    if spec.server["kind"] == "external":
+        reason = external_meter_reason(spec.server["name"], m["meter"], names)
+        if reason:
+            raise ConfigError(key, reason)
     return names
 
 
-def external_meter_reason(server: str, asked: Any, names: list[str]) -> str:
-    """Why the estimate cannot measure an ``external`` server (one line, for config errors)."""
+def external_meter_reason(server: str, asked: Any, names: list[str]) -> str | None:
+    """Why meters ``names`` cannot measure an ``external`` server (one line, for config
+    errors); None where they all read this host's hardware."""
     from joulebench.energy.choice import HARDWARE_METERS
 
+    if set(names) <= set(HARDWARE_METERS):
+        return None
     how = f"'auto' resolves to {names} here, which is" if asked == "auto" else f"{asked} asks for"
     return (
         f"server '{server}' is external (it may run on another host), but {how} the CPU "
