@@ -145,8 +145,10 @@ def test_free_port_is_bindable() -> None:
     import socket
 
     port = free_port()
+    assert 1024 <= port <= 65535  # an ephemeral port, never a privileged one or 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+        assert s.getsockname() == ("127.0.0.1", port)
 
 
 def test_a_stopped_server_is_stopped_without_waiting_for_the_kill(tmp_path: Path) -> None:
