@@ -151,14 +151,16 @@ def test_a_cli_handler_edit_changes_its_step_only(package: Path) -> None:
 
 def test_a_function_edit_changes_the_steps_that_run_the_function(package: Path) -> None:
     """The precision registry is loaded by every step that checks a config (the study imports
-    it) and by the model and benchmark steps, so a module-level edit there changes those; the
-    figures, the serving steps and the audit never load it (the CLI reads its names only for
-    help). Only `variant` and `quantize` call ``variant_manifest``."""
+    it), by the model and benchmark steps, and by serving (a server's dtype is the registry's),
+    so a module-level edit there changes those; the figures, the serving table and the audit
+    never load it (the CLI reads its names only for help). Only `variant` and `quantize` call
+    ``variant_manifest``."""
     before = hashes(package)
     edit_function(package / "models" / "variants.py", "variant_manifest")
     assert changed(before, after := hashes(package)) == {"variant", "quantize"}
     edit_code(package / "models" / "precisions.py")
-    loads_the_registry = {"prepare-model", "variant", "quantize", "bench", "aggregate", "findings"}
+    loads_the_registry = {"prepare-model", "variant", "quantize", "bench", "aggregate"}
+    loads_the_registry |= {"findings", "serve"}
     assert changed(after, hashes(package)) == loads_the_registry
 
 

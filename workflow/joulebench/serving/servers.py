@@ -28,6 +28,7 @@ from typing import IO, Any
 import psutil
 
 from joulebench.core.errors import ConfigError, JoulebenchError
+from joulebench.models.precisions import PRECISIONS
 from joulebench.study.serving_specs import ServerSpec
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,8 @@ OUTPUT_CONTROL = {
     "tgi": "none",
     "external": "none",
 }
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+#: What a server loads each plain-dtype precision as: the registry's cast precisions.
+DTYPES = {p.name: p.dtype for p in PRECISIONS.values() if p.kind == "cast"}
 #: `transformers serve --continuous-batching` reserves most of the host's RAM for its KV cache
 #: unless told otherwise (20 GB seen on a 23 GB machine); CPU runs get this bound by default.
 TRANSFORMERS_CPU_DEFAULTS = {"continuous_batching": True, "cb_num_blocks": 256, "cb_block_size": 32}
