@@ -56,11 +56,11 @@ def test_every_listed_combination_passes_and_auto_defers_the_device() -> None:
         fmt = "compressed-tensors" if p.kind == "prequantized" else None
         assert p.engines, f"{p.name} lists no engine"
         for engine, devices in p.engines.items():
+            assert devices, (p.name, engine)  # an engine listed runs somewhere
             for device in (*devices, "auto"):
-                ok = check_support(p, engine, device, checkpoint_format=fmt, compute_capability=9.0)
-                assert ok is None, (p.name, engine, device)  # no raise, nothing to report
+                check_support(p, engine, device, checkpoint_format=fmt, compute_capability=9.0)
                 checked += 1
-    assert checked > 2 * len(PRECISIONS)  # every precision on at least one device and auto
+    assert checked > 2 * len(PRECISIONS)
 
 
 def test_fp8_needs_ada_or_hopper_when_the_gpu_is_known() -> None:

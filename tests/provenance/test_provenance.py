@@ -110,6 +110,7 @@ def test_unknown_step_and_missing_module_are_named(package: Path) -> None:
 #: embeds them); nothing on a step's path imports the comparison or the forecast.
 CODE_EDITS: list[tuple[str, set[str]]] = [
     ("energy/rapl.py", {"bench", "serve"}),
+    ("energy/choice.py", {"bench", "serve"}),
     ("energy/attribution.py", {"serve"}),
     ("harness/engines/hf_transformers.py", {"bench"}),
     ("harness/memory.py", {"bench"}),

@@ -7,7 +7,8 @@ which build it ran on and which branch it expects: on a host with the kernel the
 generates; without it, joulebench rejects it before vLLM would crash. The AVX2 build is also
 forced on an AVX-512 host (vLLM picks the build through two torch functions, replaced here
 before vLLM is imported, and its AMX kernels through a third: a forced lower level reports no
-AMX, as such a host has none), so both branches run on every x86 host.
+AMX, as such a host has none), so both branches run on every AVX-512 host; an AVX2-only host
+runs the rejections alone, and hiding AMX matters only on an AMX host.
 
 Each load runs in its own process: one vLLM engine per process, as the benchmark jobs run it.
 """
@@ -197,6 +198,7 @@ def test_a_benchmark_job_on_the_avx2_build_rejects_w4a16_or_records_it_infeasibl
         "import torch\n"
         "torch.cpu._is_avx512_supported = lambda: False\n"
         "torch.cpu._is_avx512_bf16_supported = lambda: False\n"
+        "torch.cpu._is_amx_tile_supported = lambda: False\n"  # as in FORCE_BUILD
     )
     env = {**ENV, "PYTHONPATH": str(force)}
     ckpt, manifest = tmp_path / "w4.ckpt", tmp_path / "w4.json"

@@ -336,6 +336,7 @@ CODE_EDITS: list[tuple[str, dict[str, int]]] = [
     ("harness/memory.py", EVERY_BENCHMARK),
     ("energy/meters.py", EVERY_BENCHMARK),
     ("energy/rapl.py", EVERY_BENCHMARK),
+    ("energy/choice.py", EVERY_BENCHMARK),
     ("provenance/record.py", {"describe_variant": 2} | EVERY_BENCHMARK),
     ("study/config.py", EVERYTHING),
     ("models/sources.py", EVERYTHING),
